@@ -1,0 +1,1 @@
+"""ptmkit's built-in plugins (installed as the ``ptmkit_plugins`` package)."""

@@ -1,0 +1,9 @@
+"""Built-in heads plugins."""
+
+from __future__ import annotations
+
+from ptmkit.registry import Registrar
+
+
+def register(registry: Registrar) -> None:
+    """Register every built-in heads plugin."""

@@ -1,0 +1,31 @@
+"""User-facing errors: one clear message each, never a bare traceback (the CLI prints them)."""
+
+from __future__ import annotations
+
+
+class PtmkitError(Exception):
+    """Base class for errors the CLI shows as one message (``--debug`` adds the traceback)."""
+
+
+class DataError(PtmkitError):
+    """A source file is malformed; the message names file, line and the offending value."""
+
+    def __init__(self, message: str, *, path: object = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+
+
+class RegistryError(PtmkitError):
+    """Unknown or duplicate plugin names, or a plugin that failed to load."""
+
+
+class RecipeError(PtmkitError):
+    """A recipe is invalid; the message carries the key path (and file:line when known)."""
+
+
+class GraphError(RecipeError):
+    """The model graph is inconsistent: missing input, cycle, unused node, dimension mismatch."""
