@@ -42,7 +42,13 @@ def build_registry(entry_points: list[md.EntryPoint] | None = None) -> Registry:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(PtmkitSpec)
     eps = md.entry_points(group=GROUP) if entry_points is None else entry_points
-    for ep in sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)):
+
+    # ptmkit's own plugins first, so a clash is always blamed on the newcomer
+    def order(ep: md.EntryPoint) -> tuple[bool, str, str]:
+        dist = ep.dist.name if ep.dist else ""
+        return (dist != "ptmkit", dist, ep.name)
+
+    for ep in sorted(eps, key=order):
         dist = ep.dist.name if ep.dist else ep.name
         version = ep.dist.version if ep.dist else "?"
         try:

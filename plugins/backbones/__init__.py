@@ -1,9 +1,14 @@
-"""Built-in backbones plugins."""
+"""Built-in backbone plugins: sequence encoders [N, W, D] -> [N, W, D']."""
 
 from __future__ import annotations
 
 from ptmkit.registry import Registrar
 
+from .bilstm import BiLSTM
+from .cnn import MultiKernelCNN
+
 
 def register(registry: Registrar) -> None:
-    """Register every built-in backbones plugin."""
+    """Register every built-in backbone plugin."""
+    registry.backbone("bilstm", BiLSTM)
+    registry.backbone("cnn", MultiKernelCNN)

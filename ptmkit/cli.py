@@ -1,0 +1,249 @@
+"""The ``ptmkit`` command line. Errors are one clear message; ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import PtmkitError
+
+
+def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PtmkitError(f"{flag} {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import recipe as recipes
+    from .datasets import resolve_data_root
+    from .run import metrics_table, run
+    from .table import render
+
+    recipe = recipes.load(args.recipe, args.set)
+    summary = run(recipe, data_root=resolve_data_root(args.data_root), progress=not args.quiet)
+    print(
+        f"\n{recipe.name} on {summary.dataset}: best epoch {summary.best_epoch} of {summary.epochs_run}, "
+        f"{summary.seconds:.1f} s"
+    )
+    for name, (pos, neg) in summary.counts.items():
+        print(f"  {name:5s} {pos:6d} positive {neg:6d} negative")
+    print("\nTest metrics (threshold chosen on validation data only):")
+    print(render(metrics_table(summary)))
+    print(f"sensitivity at 95% specificity: {summary.test['sen_at_spec95']:.3f}")
+    print(f"\nMLflow run {summary.run_id} in experiment {summary.experiment!r} at {summary.tracking_uri}")
+    print("Compare runs: ptmkit compare    Open the UI: ptmkit ui")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import recipe as recipes
+    from .featurize import build_features
+    from .graph import ModelGraph, used_features
+    from .table import render
+
+    recipe = recipes.load(args.recipe, args.set)
+    names = used_features(recipe)
+    features = build_features(recipe, names)
+    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    print(f"{args.recipe}: valid (recipe hash {recipe.digest()})")
+    rows = [(n, recipe.features[n].spec.name, "", f.dim) for n, f in features.items()]
+    rows += [(n, recipe.nodes[n].spec.name, ", ".join(model.inputs[n]), model.dims[n]) for n in model.order]
+    frame = pd.DataFrame(rows, columns=["name", "plugin", "inputs", "dim"]).set_index("name")
+    print(render(frame))
+    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}; output node: {model.output}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .datacheck import check_source
+    from .datasets import resolve_data_root
+
+    report = check_source(args.source, base_dir=Path.cwd(), data_root=resolve_data_root(args.data_root))
+    print(report.render())
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from .datasets import resolve_data_root
+    from .fetch import fetch
+
+    root = resolve_data_root(args.data_root)
+    kwargs = {"base_url": args.base_url} if args.base_url else {}
+    paths = fetch(args.name, root, force=args.force, **kwargs)
+    print(f"{len(paths)} file(s) present and verified under {root}")
+    return 0
+
+
+def cmd_plugins_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .hooks import get_registry
+    from .table import render
+
+    registry = get_registry()
+    rows = [
+        (s.kind, s.name, s.provider, s.version, s.doc)
+        for s in registry
+        if not args.kind or s.kind == args.kind
+    ]
+    frame = pd.DataFrame(rows, columns=["kind", "name", "distribution", "version", "description"])
+    print(render(frame, args.format, index=False), end="")
+    for dist, problem in registry.broken.items():
+        print(f"\nplugin package {dist!r} was not loaded: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import runs_table
+    from .table import render
+    from .tracking import tracking_uri
+
+    table = runs_table(
+        tracking_uri(args.uri),
+        experiments=args.experiment,
+        tags=_kv(args.tag, "--tag"),
+        metrics=args.metrics.split(",") if args.metrics else None,
+        status=args.status,
+        sort=args.sort,
+        limit=args.limit,
+    )
+    if table.empty:
+        print("no runs match", file=sys.stderr)
+        return 1
+    print(render(table, args.format, index=False), end="")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .tracking import artifact_root, tracking_uri
+
+    uri = tracking_uri(args.uri)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    root = artifact_root(uri)
+    if root:
+        cmd += ["--default-artifact-root", root]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptmkit", description="Compose, train and compare PTM site predictors.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def recipe_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("recipe", help="recipe YAML file")
+        sp.add_argument(
+            "--set",
+            action="append",
+            metavar="PATH=VALUE",
+            help="override a recipe value (repeatable)",
+        )
+
+    r = sub.add_parser("run", help="train and evaluate a recipe, tracked in MLflow")
+    recipe_args(r)
+    r.add_argument("--data-root", help="folder holding uniptms/ (default: $PTMKIT_DATA or the user cache)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a recipe and its model graph without data")
+    recipe_args(v)
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(
+        dest="data_command", required=True
+    )
+    dc = d.add_parser("check", help="report counts and defects of a source")
+    dc.add_argument("source", help="catalogue name such as uniptms:C2")
+    dc.add_argument("--data-root")
+    dc.set_defaults(func=cmd_data_check)
+    df = d.add_parser("fetch", help="download published datasets and verify their sha256")
+    df.add_argument("name", help="uniptms (all) or uniptms:K2")
+    df.add_argument("--data-root")
+    df.add_argument("--base-url", help="alternative location of the files (e.g. file:///mirror/uniptms/)")
+    df.add_argument("--force", action="store_true", help="download even when verified files exist")
+    df.set_defaults(func=cmd_data_fetch)
+
+    pl = sub.add_parser("plugins", help="registered plugins").add_subparsers(
+        dest="plugins_command", required=True
+    )
+    pll = pl.add_parser("list", help="kind, name, providing distribution and version")
+    pll.add_argument("--kind", choices=["reader", "feature", "fusion", "backbone", "head", "loss"])
+    pll.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    pll.set_defaults(func=cmd_plugins_list)
+
+    c = sub.add_parser("compare", help="table of tracked runs")
+    c.add_argument("--experiment", action="append", help="experiment name (repeatable; default all)")
+    c.add_argument(
+        "--tag",
+        action="append",
+        metavar="KEY=VALUE",
+        help="filter by tag, e.g. ptmkit.dataset=uniptms:H1",
+    )
+    c.add_argument("--metrics", help="comma-separated metric names (default test/mcc,test/auc,...)")
+    c.add_argument("--status", help="FINISHED, FAILED, RUNNING ...")
+    c.add_argument("--sort", help="column to sort by, descending")
+    c.add_argument("--limit", type=int, default=200)
+    c.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    c.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    c.set_defaults(func=cmd_compare)
+
+    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--uri")
+    u.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PtmkitError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

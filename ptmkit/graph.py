@@ -1,0 +1,169 @@
+"""The model graph: named nodes wired by name, checked and dimension-inferred before any training.
+
+Inputs name a feature, a node (its default ``out`` output) or ``node.output`` (one of several
+named outputs). The graph must be acyclic, every node must feed the output node, and each
+node's constructor sees the dims of its inputs, so a mismatch fails at build time with the
+node's recipe location.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+
+import torch
+from torch import nn
+
+from .errors import GraphError
+from .plugin_api import GraphModule
+from .recipe import PluginUse, Recipe
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    name, _, output = ref.partition(".")
+    return name, output or "out"
+
+
+def topological_order(nodes: dict[str, PluginUse], features: set[str]) -> list[str]:
+    """Order nodes so every input comes first; report unknown inputs and cycles precisely."""
+    for name, use in nodes.items():
+        if name in features:
+            raise GraphError(f"{use.where}: node name {name!r} is also a feature name; rename one")
+        for i, ref in enumerate(use.inputs):
+            target, _ = _split_ref(ref)
+            if target not in nodes and target not in features:
+                known = sorted(features | set(nodes))
+                close = difflib.get_close_matches(target, known, n=2, cutoff=0.5)
+                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise GraphError(
+                    f"{use.where}.inputs[{i}]: {ref!r} is neither a feature nor a node.{hint} "
+                    f"Features: {', '.join(sorted(features))}; nodes: {', '.join(nodes)}"
+                )
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(name: str, stack: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = stack[stack.index(name) :] + [name]
+            raise GraphError(f"model.nodes: cycle {' -> '.join(cycle)}")
+        state[name] = 1
+        for ref in nodes[name].inputs:
+            target, _ = _split_ref(ref)
+            if target in nodes:
+                visit(target, stack + [name])
+        state[name] = 2
+        order.append(name)
+
+    for name in nodes:
+        visit(name, [])
+    return order
+
+
+def _ancestors(name: str, nodes: dict[str, PluginUse]) -> set[str]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in nodes:
+            todo.extend(_split_ref(r)[0] for r in nodes[current].inputs)
+    return seen
+
+
+def output_node(recipe: Recipe) -> str:
+    """The node whose ``out`` is the logits: ``model.output`` or the single node nobody reads."""
+    if recipe.output is not None:
+        if recipe.output not in recipe.nodes:
+            raise GraphError(
+                f"model.output: {recipe.output!r} is not a node; nodes: {', '.join(recipe.nodes)}"
+            )
+        return recipe.output
+    used = {_split_ref(r)[0] for use in recipe.nodes.values() for r in use.inputs}
+    sinks = [n for n in recipe.nodes if n not in used]
+    if len(sinks) != 1:
+        raise GraphError(
+            f"model: cannot tell the output node; nodes read by no other node: {', '.join(sinks)}. "
+            "Set model.output to the head node (or remove the unused nodes)"
+        )
+    return sinks[0]
+
+
+def used_features(recipe: Recipe) -> list[str]:
+    """Features the output depends on, in recipe order (unused ones are not computed)."""
+    needed = _ancestors(output_node(recipe), recipe.nodes)
+    return [f for f in recipe.features if f in needed]
+
+
+class ModelGraph(nn.Module):
+    """The composed model: runs the nodes in order and returns every named output."""
+
+    def __init__(self, recipe: Recipe, feature_dims: dict[str, int]) -> None:
+        super().__init__()
+        nodes = recipe.nodes
+        self.order = topological_order(nodes, set(recipe.features))
+        self.output = output_node(recipe)
+        needed = _ancestors(self.output, nodes)
+        unused = [n for n in nodes if n not in needed]
+        if unused:
+            raise GraphError(
+                f"model.nodes: node(s) {', '.join(map(repr, unused))} do not feed the output node "
+                f"{self.output!r}; remove them or wire them in"
+            )
+        unused_features = [f for f in recipe.features if f not in needed]
+        if unused_features:
+            warnings.warn(
+                f"features {', '.join(unused_features)} are declared but unused; they are not computed",
+                stacklevel=2,
+            )
+        self.inputs = {name: list(nodes[name].inputs) for name in self.order}
+        self.dims: dict[str, int] = {f: d for f, d in feature_dims.items() if f in needed}
+        self.blocks = nn.ModuleDict()
+        for name in self.order:
+            use = nodes[name]
+            lo, hi = use.spec.obj.n_inputs
+            n = len(use.inputs)
+            if n < lo or (hi is not None and n > hi):
+                want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+                raise GraphError(f"{use.where}.inputs: {use.spec.name!r} takes {want} input(s), got {n}")
+            in_dims = []
+            for i, ref in enumerate(use.inputs):
+                if ref not in self.dims:
+                    target, out = _split_ref(ref)
+                    outs = [k for k in self.dims if k.startswith(f"{target}.")]
+                    raise GraphError(
+                        f"{use.where}.inputs[{i}]: {target!r} has no output {out!r}; "
+                        f"outputs: {', '.join(o.split('.', 1)[1] for o in outs) or 'out'}"
+                    )
+                in_dims.append(self.dims[ref])
+            try:
+                block: GraphModule = use.build(in_dims)
+            except (ValueError, TypeError) as exc:
+                raise GraphError(f"{use.where}: {use.spec.name} with input dims {in_dims}: {exc}") from None
+            if "out" not in block.output_dims:
+                raise GraphError(f"{use.where}: plugin {use.spec.name!r} declares no 'out' output")
+            for out, dim in block.output_dims.items():
+                self.dims[f"{name}.{out}"] = dim
+            self.dims[name] = block.output_dims["out"]
+            self.blocks[name] = block
+        self.tasks = self.dims[self.output]
+
+    def forward(self, features: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        values: dict[str, torch.Tensor] = dict(features)
+        for name in self.order:
+            result = self.blocks[name]([values[ref] for ref in self.inputs[name]], mask)
+            if isinstance(result, torch.Tensor):
+                result = {"out": result}
+            for out, tensor in result.items():
+                values[f"{name}.{out}"] = tensor
+            values[name] = result["out"]
+        logits = values[self.output]
+        values["logits"] = logits.squeeze(-1) if logits.dim() == 2 and logits.shape[-1] == 1 else logits
+        return values
+
+    def describe(self) -> list[tuple[str, str, list[str], int]]:
+        """(node, plugin, inputs, output dim) rows, for ``ptmkit recipe show``-style summaries."""
+        return [(n, type(self.blocks[n]).__name__, self.inputs[n], self.dims[n]) for n in self.order]

@@ -1,0 +1,251 @@
+"""One recipe, one tracked run: data -> features -> composed model -> training -> test -> MLflow."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics, plots, tracking
+from .datasets import DatasetInfo, load_source
+from .errors import PtmkitError
+from .featurize import build_features, encode_all, padding_mask
+from .graph import ModelGraph, used_features
+from .recipe import Recipe
+from .sitetable import SiteTable
+from .splits import assign_splits
+from .train import Split, TrainResult, fit, pick_device, predict, seed_everything
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    experiment: str
+    tracking_uri: str
+    dataset: str
+    test: dict[str, float]
+    threshold: float
+    best_epoch: int
+    epochs_run: int
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
+    """Read the source, filter residues, assign seeded stratified splits."""
+    data = recipe.data
+    table, info = load_source(data.source, base_dir=recipe.base_dir, data_root=data_root, window=data.window)
+    if data.residues:
+        keep = table.frame["residue"].isin(list(data.residues)).to_numpy()
+        table = table.subset(keep)
+        if not len(table):
+            raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
+    split = data.split
+    table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed)
+    return table, info
+
+
+def _split(table: SiteTable, tensors: dict[str, torch.Tensor], mask: torch.Tensor, name: str) -> Split:
+    index = torch.from_numpy(np.nonzero(table.frame["split"].to_numpy() == name)[0])
+    labels = torch.from_numpy(table.labels[index.numpy()]).float()
+    return Split({k: v[index] for k, v in tensors.items()}, mask[index], labels)
+
+
+def counts(table: SiteTable) -> dict[str, tuple[int, int]]:
+    out = {}
+    for name in ("train", "valid", "test"):
+        labels = table.labels[table.frame["split"].to_numpy() == name]
+        out[name] = (int(labels.sum()), int(len(labels) - labels.sum()))
+    return out
+
+
+def run(recipe: Recipe, *, data_root: Path, progress: bool = True) -> RunSummary:
+    """Train and evaluate ``recipe``, recording everything in one MLflow run.
+
+    The graph is built (and so checked) before any data is read; a crash marks the run FAILED.
+    """
+    import mlflow
+
+    started = time.perf_counter()
+    train_cfg = recipe.train
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    seed_everything(train_cfg.seed)
+    names = used_features(recipe)
+    features = build_features(recipe, names)
+    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    losses = [(use.weight, use.build()) for use in recipe.losses]
+
+    table, info = prepare_data(recipe, data_root)
+    uri = tracking.tracking_uri(recipe.tracking.uri)
+    experiment_id = tracking.setup(uri, recipe.tracking.experiment)
+    tags = {
+        "ptmkit.dataset": info.name,
+        "ptmkit.ptm": info.ptm,
+        "ptmkit.residue": info.residues,
+        "ptmkit.recipe": recipe.name,
+        "ptmkit.recipe_hash": recipe.digest(),
+        "ptmkit.data_digest": table.digest()[:16],
+        **{f"version.{k}": v for k, v in tracking.package_versions().items()},
+        **recipe.tracking.tags,
+    }
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=recipe.tracking.run_name or recipe.name
+    ) as active:
+        try:
+            summary = _tracked(recipe, table, info, features, model, losses, tags, progress)
+        except BaseException as exc:
+            mlflow.set_tag("ptmkit.error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
+        summary.run_id = active.info.run_id
+        summary.experiment = recipe.tracking.experiment
+        summary.tracking_uri = uri
+        summary.seconds = time.perf_counter() - started
+        mlflow.log_metric("time/total_s", summary.seconds)
+    return summary
+
+
+def _tracked(recipe, table, info, features, model, losses, tags, progress) -> RunSummary:  # noqa: ANN001
+    import mlflow
+
+    mlflow.set_tags(tags)
+    mlflow.log_params(tracking.clip_params(recipe.flat()))
+    mlflow.log_text(recipe.to_yaml(), "recipe.yaml")
+    split_counts = counts(table)
+    for name, (pos, neg) in split_counts.items():
+        mlflow.log_params({f"data.n_{name}_pos": pos, f"data.n_{name}_neg": neg})
+
+    with tempfile.TemporaryDirectory(prefix="ptmkit-run-") as tmp:
+        work = Path(tmp)
+        splits_file = work / "splits.tsv.gz"
+        table.frame.to_csv(splits_file, sep="\t", index=False, compression="gzip")
+        mlflow.log_artifact(str(splits_file), "data")
+
+        t0 = time.perf_counter()
+        train_rows = table.split("train")
+        for feature in features.values():
+            feature.fit(train_rows)
+        tensors = encode_all(features, table, progress=progress)
+        mask = padding_mask(table)
+        mlflow.log_metric("time/features_s", time.perf_counter() - t0)
+        train, valid, test = (_split(table, tensors, mask, s) for s in ("train", "valid", "test"))
+        for _, loss in losses:
+            loss.setup(train.labels.numpy())
+        mlflow.log_param("model.parameters", sum(p.numel() for p in model.parameters()))
+
+        t0 = time.perf_counter()
+        result: TrainResult = fit(
+            model,
+            losses,
+            train,
+            valid,
+            recipe.train,
+            work / "best.pt",
+            on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch),
+            progress=progress,
+        )
+        train_seconds = time.perf_counter() - t0
+        mlflow.log_metrics(
+            {
+                "time/train_s": train_seconds,
+                "train/best_epoch": result.best_epoch,
+                "train/epochs_run": result.epochs_run,
+                "time/epoch_s": train_seconds / max(result.epochs_run, 1),
+            }
+        )
+
+        device = pick_device(recipe.train.device)
+        val_scores = predict(model, valid, device)
+        val_labels = valid.labels.numpy().astype(int)
+        threshold = metrics.threshold_max_mcc(val_labels, val_scores)
+        threshold95 = metrics.threshold_at_specificity(val_labels, val_scores, 0.95)
+        t0 = time.perf_counter()
+        test_scores = predict(model, test, device)
+        infer_seconds = time.perf_counter() - t0
+        test_labels = test.labels.numpy().astype(int)
+        report = metrics.evaluate(test_labels, test_scores, threshold)
+        val_report = metrics.at_threshold(val_labels, val_scores, threshold)
+        mlflow.log_metrics({f"test/{k}": v for k, v in report.items()})
+        mlflow.log_metrics({f"val_best/{k}": v for k, v in val_report.items()})
+        mlflow.log_metrics(
+            {
+                "threshold/val_max_mcc": threshold,
+                "threshold/val_spec95": threshold95,
+                "time/inference_s": infer_seconds,
+                "speed/test_windows_per_s": len(test) / max(infer_seconds, 1e-9),
+            }
+        )
+
+        frame = table.frame[table.frame["split"] == "test"].drop(columns=["split"]).copy()
+        frame["score"] = test_scores
+        frame["call"] = (test_scores >= threshold).astype(int)
+        predictions = work / "test_predictions.csv"
+        frame.to_csv(predictions, index=False)
+        mlflow.log_artifact(str(predictions), "predictions")
+
+        title = f"{recipe.name} on {info.name}"
+        plots.roc_pr(
+            {"validation": (val_labels, val_scores), "test": (test_labels, test_scores)},
+            work / "roc_pr.png",
+            title,
+        )
+        plots.training_curves(result.history, result.best_epoch, work / "training.png", title)
+        mlflow.log_artifact(str(work / "roc_pr.png"), "plots")
+        mlflow.log_artifact(str(work / "training.png"), "plots")
+
+        model_dir = work / "model"
+        model_dir.mkdir()
+        torch.save(model.state_dict(), model_dir / "weights.pt")
+        (model_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        (model_dir / "model.json").write_text(
+            json.dumps(
+                {
+                    "format": "ptmkit-model/1",
+                    "dataset": info.name,
+                    "ptm": info.ptm,
+                    "residues": info.residues,
+                    "window": table.width,
+                    "features": {n: {"cache_key": f.cache_key(), "dim": f.dim} for n, f in features.items()},
+                    "thresholds": {
+                        "default": 0.5,
+                        "val_max_mcc": threshold,
+                        "val_spec95": threshold95,
+                    },
+                    "best_epoch": result.best_epoch,
+                },
+                indent=2,
+            )
+        )
+        mlflow.log_artifacts(str(model_dir), "model")
+
+    return RunSummary(
+        run_id="",
+        experiment="",
+        tracking_uri="",
+        dataset=info.name,
+        test=report,
+        threshold=threshold,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        counts=split_counts,
+    )
+
+
+def metrics_table(summary: RunSummary) -> pd.DataFrame:
+    """Rows: threshold rules; columns: metrics. What ``ptmkit run`` prints."""
+    t = summary.test
+    rows = {
+        "threshold 0.5": {k: t[k] for k in metrics.NAMES},
+        f"validation-max-MCC threshold {summary.threshold:.3f}": {
+            **{k: t[f"tuned_{k}"] for k in ("acc", "sen", "spec", "mcc")},
+            "auc": t["auc"],
+            "ap": t["ap"],
+        },
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")[list(metrics.NAMES)]

@@ -1,0 +1,362 @@
+"""Built-in graph modules (fusion, backbones, heads): shapes, gradients, masking, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from ptmkit.hooks import build_registry
+from ptmkit.plugin_api import GraphModule
+from ptmkit.registry import Registry
+
+WIDTHS = (31, 33, 37, 41)
+BATCHES = (1, 8)
+
+# (id, node type, input dims, config, expected "out" size); tiny dims keep the file fast.
+CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [
+    ("concat1", "concat", [3], {}, 3),
+    ("concat3", "concat", [3, 5, 2], {}, 10),
+    ("add", "add", [4, 4, 4], {}, 4),
+    ("add_project", "add", [3, 5], {"project": True}, 5),
+    ("add_project_dim", "add", [3, 5], {"project": True, "dim": 6}, 6),
+    ("bilstm", "bilstm", [5], {"hidden": 4, "layers": 2, "dropout": 0.1}, 8),
+    ("cnn", "cnn", [5], {"channels": 3, "kernel_sizes": [3, 5], "layers": 2}, 6),
+    ("cnn_one_kernel", "cnn", [6], {"channels": 6, "kernel_sizes": [1], "layers": 3}, 6),
+    ("head_center", "mlp_head", [5], {"pool": "center", "hidden": [6, 4]}, 1),
+    ("head_mean", "mlp_head", [5], {"pool": "mean", "hidden": [4]}, 1),
+    ("head_max", "mlp_head", [5], {"pool": "max", "hidden": [4], "tasks": 3}, 3),
+    ("head_attention", "mlp_head", [5], {"pool": "attention", "hidden": [4]}, 1),
+    ("head_linear", "mlp_head", [5], {"pool": "mean", "hidden": []}, 1),
+]
+IDS = [c[0] for c in CASES]
+HEADS = {"mlp_head"}
+BACKBONES = {"bilstm", "cnn"}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return build_registry()
+
+
+def build(registry: Registry, name: str, in_dims: list[int], **config: Any) -> GraphModule:
+    """Construct a node the way the core does: registry lookup, config validation, dims."""
+    cls = registry.get("module", name).obj
+    return cls(cls.Config.model_validate(config), in_dims)
+
+
+def make_batch(n: int, w: int, dims: list[int], seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Random inputs with padding at the window ends (zero there, as features encode it).
+
+    Row 0 is unpadded; the others get random left and/or right padding that keeps the centre.
+    """
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, w, dtype=torch.bool)
+    for row in range(1, n):
+        left = int(torch.randint(0, w // 2, (1,), generator=g))
+        right = int(torch.randint(0, w // 2, (1,), generator=g))
+        if row % 3 == 1:
+            right = 0
+        elif row % 3 == 2:
+            left = 0
+        mask[row, :left] = False
+        mask[row, w - right :] = False
+    inputs = [torch.randn(n, w, d, generator=g) * mask.unsqueeze(-1) for d in dims]
+    return inputs, mask
+
+
+def out_of(result: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    return result["out"] if isinstance(result, dict) else result
+
+
+# ---------------------------------------------------------------------------------- registry
+
+
+def test_modules_are_registered_under_their_kinds(registry: Registry) -> None:
+    assert {"concat", "add"} <= set(registry.names("fusion"))
+    assert {"bilstm", "cnn"} <= set(registry.names("backbone"))
+    assert "mlp_head" in registry.names("head")
+    for name in ("concat", "add", "bilstm", "cnn", "mlp_head"):
+        spec = registry.get("module", name)
+        assert issubclass(spec.obj, GraphModule)
+        assert spec.doc, f"{name} needs a one-line docstring for listings"
+
+
+def test_config_rejects_unknown_keys_and_bad_values(registry: Registry) -> None:
+    bilstm = registry.get("module", "bilstm").obj
+    with pytest.raises(ValidationError, match="hiden"):
+        bilstm.Config.model_validate({"hiden": 4})
+    with pytest.raises(ValidationError):
+        bilstm.Config.model_validate({"hidden": 0})
+    head = registry.get("module", "mlp_head").obj
+    with pytest.raises(ValidationError):
+        head.Config.model_validate({"pool": "sum"})
+
+
+def test_config_fields_are_documented(registry: Registry) -> None:
+    for name in ("concat", "add", "bilstm", "cnn", "mlp_head"):
+        for field, info in registry.get("module", name).obj.Config.model_fields.items():
+            assert info.description, f"{name}.{field} has no description"
+
+
+# ------------------------------------------------------------------------------------ shapes
+
+
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("w", WIDTHS)
+@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
+def test_output_shapes(
+    registry: Registry,
+    case: str,
+    name: str,
+    dims: list[int],
+    cfg: dict[str, Any],
+    out_dim: int,
+    w: int,
+    n: int,
+) -> None:
+    torch.manual_seed(0)
+    module = build(registry, name, dims, **cfg)
+    assert module.output_dims["out"] == out_dim
+    inputs, mask = make_batch(n, w, dims)
+    result = module(inputs, mask)
+    if name in HEADS:
+        assert isinstance(result, dict)
+        assert set(result) == set(module.output_dims) == {"out", "embedding"}
+        assert result["out"].shape == (n, out_dim)
+        emb_dim = cfg["hidden"][-1] if cfg["hidden"] else dims[0]
+        assert module.output_dims["embedding"] == emb_dim
+        assert result["embedding"].shape == (n, emb_dim)
+    else:
+        assert set(module.output_dims) == {"out"}
+        assert out_of(result).shape == (n, w, out_dim)
+    assert torch.isfinite(out_of(result)).all()
+
+
+# --------------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
+def test_gradients_reach_every_parameter(
+    registry: Registry, case: str, name: str, dims: list[int], cfg: dict[str, Any], out_dim: int
+) -> None:
+    torch.manual_seed(0)
+    module = build(registry, name, dims, **cfg)
+    modules = [module]
+    if name not in HEADS:  # a head on top turns [N, W, D] into logits
+        modules.append(build(registry, "mlp_head", [out_dim], pool="mean", hidden=[4]))
+    inputs, mask = make_batch(8, 31, dims, seed=1)
+    inputs = [x.requires_grad_() for x in inputs]
+    for m in modules:
+        m.train()
+    hidden = module(inputs, mask)
+    if len(modules) == 2:
+        hidden = modules[1]([out_of(hidden)], mask)
+    logits = out_of(hidden)
+    labels = (torch.arange(logits.numel()) % 2).float().reshape(logits.shape)
+    F.binary_cross_entropy_with_logits(logits, labels).backward()
+
+    for m in modules:
+        for pname, p in m.named_parameters():
+            assert p.grad is not None, f"{name}: {pname} got no gradient"
+            assert p.grad.abs().sum() > 0, f"{name}: {pname} got an all-zero gradient"
+    for i, x in enumerate(inputs):
+        assert x.grad is not None and x.grad.abs().sum() > 0, f"{name}: input {i} got no gradient"
+
+
+# ------------------------------------------------------------------------------------ masking
+
+
+@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
+def test_padding_values_do_not_change_real_outputs(
+    registry: Registry, case: str, name: str, dims: list[int], cfg: dict[str, Any], out_dim: int
+) -> None:
+    """Garbage at padding positions (even though features encode zeros) must not leak."""
+    torch.manual_seed(0)
+    module = build(registry, name, dims, **cfg).eval()
+    inputs, mask = make_batch(8, 33, dims, seed=2)
+    assert (~mask).any()
+    noisy = [x + 100.0 * torch.randn_like(x) * (~mask).unsqueeze(-1) for x in inputs]
+    with torch.no_grad():
+        clean_out, noisy_out = out_of(module(inputs, mask)), out_of(module(noisy, mask))
+    if name in HEADS:
+        torch.testing.assert_close(noisy_out, clean_out)
+    else:
+        torch.testing.assert_close(noisy_out[mask], clean_out[mask])
+
+
+@pytest.mark.parametrize("name", ["bilstm", "cnn", "add_project"])
+def test_padding_positions_are_zero(registry: Registry, name: str) -> None:
+    case = next(c for c in CASES if c[0] == name)
+    module = build(registry, case[1], case[2], **case[3]).eval()
+    inputs, mask = make_batch(8, 31, case[2], seed=3)
+    with torch.no_grad():
+        out = out_of(module(inputs, mask))
+    assert (out[~mask] == 0).all()
+    assert (out[mask] != 0).any()
+
+
+@pytest.mark.parametrize("name", ["bilstm", "cnn"])
+def test_end_padding_is_invisible_to_backbones(registry: Registry, name: str) -> None:
+    """Each row's real positions get exactly the output of its unpadded (trimmed) sequence.
+
+    Stronger than value invariance: for the LSTM, zeroing the padding alone would still let
+    the state step through it; for the CNN, it checks that padding is re-zeroed between blocks.
+    """
+    case = next(c for c in CASES if c[0] == name)
+    torch.manual_seed(0)
+    module = build(registry, case[1], case[2], **case[3]).eval()
+    w = 31
+    mask = torch.ones(4, w, dtype=torch.bool)
+    mask[1, :9] = False  # N-terminal padding
+    mask[2, w - 6 :] = False  # C-terminal padding
+    mask[3, :4] = False  # both ends
+    mask[3, w - 12 :] = False
+    inputs, _ = make_batch(4, w, case[2], seed=4)
+    inputs = [x * mask.unsqueeze(-1) for x in inputs]
+    with torch.no_grad():
+        full = module(inputs, mask)
+        for row in range(4):
+            idx = mask[row].nonzero().squeeze(1)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            trimmed = [x[row : row + 1, lo:hi] for x in inputs]
+            alone = module(trimmed, torch.ones(1, hi - lo, dtype=torch.bool))
+            torch.testing.assert_close(full[row, lo:hi], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bilstm_result_does_not_depend_on_batch_mates(registry: Registry) -> None:
+    module = build(registry, "bilstm", [5], hidden=4).eval()
+    inputs, mask = make_batch(8, 33, [5], seed=5)
+    with torch.no_grad():
+        batch = module(inputs, mask)
+        for row in (0, 3, 7):
+            single = module([inputs[0][row : row + 1]], mask[row : row + 1])
+            torch.testing.assert_close(batch[row : row + 1], single, atol=1e-6, rtol=1e-5)
+
+
+def test_rows_without_real_residues_stay_finite(registry: Registry) -> None:
+    mask = torch.zeros(2, 31, dtype=torch.bool)
+    mask[1, 10:20] = True
+    x = torch.randn(2, 31, 5, requires_grad=True)
+    for name, cfg in [("bilstm", {"hidden": 3}), ("cnn", {"channels": 2})]:
+        out = build(registry, name, [5], **cfg)([x], mask)
+        assert (out[0] == 0).all()
+    for pool in ("mean", "max", "attention"):
+        head = build(registry, "mlp_head", [5], pool=pool, hidden=[3])
+        result = head([x], mask)
+        result["out"].sum().backward()
+        assert torch.isfinite(result["out"]).all(), pool
+        assert torch.isfinite(x.grad).all(), pool
+        x.grad = None
+
+
+# -------------------------------------------------------------------------------------- heads
+
+
+def test_head_pooling_matches_a_direct_computation(registry: Registry) -> None:
+    inputs, mask = make_batch(8, 31, [5], seed=6)
+    (x,) = inputs
+    keep = mask.unsqueeze(-1)
+    expected = {
+        "center": x[:, 15],
+        "mean": (x * keep).sum(1) / keep.sum(1),
+        "max": torch.stack([x[i][mask[i]].max(0).values for i in range(8)]),
+    }
+    for pool, want in expected.items():
+        head = build(registry, "mlp_head", [5], pool=pool)
+        torch.testing.assert_close(head.pool(x, mask), want)
+
+
+def test_attention_pooling_ignores_padding_and_is_a_convex_combination(
+    registry: Registry,
+) -> None:
+    head = build(registry, "mlp_head", [5], pool="attention")
+    inputs, mask = make_batch(8, 31, [5], seed=7)
+    (x,) = inputs
+    # With identical real rows, any convex combination of them returns that row.
+    const = torch.randn(8, 1, 5).expand(8, 31, 5) * mask.unsqueeze(-1)
+    torch.testing.assert_close(head.pool(const, mask), const[:, 15])
+    # Without the mask the padding (zeros) would dilute the pool: the mask matters.
+    assert not torch.allclose(head.pool(x, mask), head.pool(x, torch.ones_like(mask)))
+
+
+def test_center_pooling_sees_only_the_centre(registry: Registry) -> None:
+    head = build(registry, "mlp_head", [5], pool="center").eval()
+    inputs, mask = make_batch(4, 33, [5], seed=8)
+    (x,) = inputs
+    other = x.clone()
+    other[:, :16] += 1.0
+    other[:, 17:] -= 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(head([other], mask)["out"], head([x], mask)["out"])
+        other[:, 16] += 1.0
+        assert not torch.allclose(head([other], mask)["out"], head([x], mask)["out"])
+
+
+def test_head_embedding_feeds_the_classifier(registry: Registry) -> None:
+    head = build(registry, "mlp_head", [5], pool="mean", hidden=[6, 4], tasks=2).eval()
+    inputs, mask = make_batch(8, 31, [5], seed=9)
+    with torch.no_grad():
+        result = head(inputs, mask)
+    assert (result["embedding"] >= 0).all()  # post-ReLU activation
+    torch.testing.assert_close(result["out"], head.classifier(result["embedding"]))
+
+
+# ------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("name", "dims", "cfg", "fragment"),
+    [
+        ("add", [20, 23], {}, "add needs inputs of equal size, got [20, 23]"),
+        ("add", [20], {}, "got 1 (dims [20])"),
+        ("concat", [], {}, "got 0 (dims [])"),
+        ("concat", [4, 0], {}, "[4, 0]"),
+        ("bilstm", [4, 5], {}, "bilstm takes exactly 1 input, got 2 (dims [4, 5])"),
+        ("cnn", [4, 5], {}, "cnn takes exactly 1 input, got 2 (dims [4, 5])"),
+        ("mlp_head", [4, 5], {}, "mlp_head takes exactly 1 input, got 2 (dims [4, 5])"),
+        ("bilstm", [0], {}, "[0]"),
+    ],
+)
+def test_dimension_errors_name_the_dims(
+    registry: Registry, name: str, dims: list[int], cfg: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        build(registry, name, dims, **cfg)
+    assert fragment in str(info.value)
+
+
+def test_add_projection_allows_mismatched_dims(registry: Registry) -> None:
+    assert build(registry, "add", [20, 23], project=True).output_dims == {"out": 23}
+    assert build(registry, "add", [20, 23], project=True, dim=8).output_dims == {"out": 8}
+    # Equal sizes need no projection, so no parameters are added.
+    assert not list(build(registry, "add", [7, 7], project=True).parameters())
+    with pytest.raises(ValueError, match="only used with `project: true`"):
+        build(registry, "add", [20, 20], dim=8)
+
+
+def test_cnn_rejects_even_kernel_sizes(registry: Registry) -> None:
+    with pytest.raises(ValueError, match=r"odd.*\[3, 4\]"):
+        build(registry, "cnn", [5], kernel_sizes=[3, 4])
+    with pytest.raises(ValueError):
+        build(registry, "cnn", [5], kernel_sizes=[])
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
+def test_deterministic_under_manual_seed(
+    registry: Registry, case: str, name: str, dims: list[int], cfg: dict[str, Any], out_dim: int
+) -> None:
+    inputs, mask = make_batch(8, 37, dims, seed=10)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        module = build(registry, name, dims, **cfg)
+        torch.manual_seed(7)  # training-mode dropout draws from the global generator as well
+        outs.append(out_of(module.train()(inputs, mask)).detach())
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
