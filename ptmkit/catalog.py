@@ -19,7 +19,9 @@ BASE_URL = "https://raw.githubusercontent.com/Yuqiu-rgb/UniPTMs/main/data/"
 #: Datasets of the paper that are not in the authors' repository.
 UNAVAILABLE: dict[str, str] = {
     "H2": "the paper's second N-phosphorylation set (H2) is not in the authors' repository "
-    "(github.com/Yuqiu-rgb/UniPTMs, data/), so ptmkit cannot provide it",
+    "(github.com/Yuqiu-rgb/UniPTMs: data/H2 holds only a link to the Nphos benchmark page, "
+    "http://www.bio-add.org/Nphos/static/download/Benchmark_dataset_H), so there are no "
+    "published files or hashes to fetch",
 }
 
 
@@ -165,9 +167,7 @@ _ENTRIES = [
         uniptms=Metrics(0.480, 0.796, 0.707),
         uniptms_mini=Metrics(0.450, 0.775, 0.669),
         best_tool=("LMSuccSite", 0.366),
-        defects=(
-            "no train/test split in the files (the paper used an 80/20 split); totals match",
-        ),
+        defects=("no train/test split in the files (the paper used an 80/20 split); totals match",),
     ),
     Dataset(
         id="K2",
@@ -183,12 +183,8 @@ _ENTRIES = [
             "on_bad_site": "warn",
         },
         files={
-            "K2/train_sequence.txt": (
-                "aebdbbdfeb4d5dbc07dfef233d2c6ae972c7819a035fe4e413831447382cc3de"
-            ),
-            "K2/test_sequence.txt": (
-                "1a671bdb569f573a6af42d5ae91e2914240d703b7183e1dbde680b869fe26e93"
-            ),
+            "K2/train_sequence.txt": "aebdbbdfeb4d5dbc07dfef233d2c6ae972c7819a035fe4e413831447382cc3de",
+            "K2/test_sequence.txt": "1a671bdb569f573a6af42d5ae91e2914240d703b7183e1dbde680b869fe26e93",
         },
         counts={"train": (4755, 50549), "test": (254, 2977)},
         paper_counts={"train": (4755, 50549), "test": (254, 2977)},
@@ -215,9 +211,7 @@ _ENTRIES = [
             "header": "sign",
         },
         files={
-            "C1/fold_train.fasta": (
-                "5fda97d7bc1e10b12ba04563a161e05eb9f6f4d5f000c3035d9dec8b01544100"
-            ),
+            "C1/fold_train.fasta": "5fda97d7bc1e10b12ba04563a161e05eb9f6f4d5f000c3035d9dec8b01544100",
             "C1/independent_set_test.fasta": (
                 "cba6e6d4cec3abff33c8735a747947f612694070316917c92256427846c014d2"
             ),
@@ -278,17 +272,14 @@ def get(name: str) -> Dataset:
     if ":" in text:
         collection, text = (part.strip() for part in text.split(":", 1))
         if collection.lower() != COLLECTION:
-            raise PtmkitError(
-                f"unknown dataset collection {collection!r}; the catalogue has {COLLECTION!r}"
-            )
+            raise PtmkitError(f"unknown dataset collection {collection!r}; the catalogue has {COLLECTION!r}")
     key = text.upper()
     if key in DATASETS:
         return DATASETS[key]
     if key in UNAVAILABLE:
         raise PtmkitError(f"{COLLECTION}:{key} is not available: {UNAVAILABLE[key]}")
     raise PtmkitError(
-        f"unknown dataset {name!r}; available: "
-        + ", ".join(f"{COLLECTION}:{k}" for k in DATASETS)
+        f"unknown dataset {name!r}; available: " + ", ".join(f"{COLLECTION}:{k}" for k in DATASETS)
     )
 
 

@@ -94,9 +94,9 @@ class SiteTable:
     def digest(self) -> str:
         """sha256 over the rows that matter for learning: a run's data fingerprint."""
         h = hashlib.sha256()
-        cols = self.frame[["protein_id", "position", "window", "label", "split"]].astype(str)
+        cols = self.frame[["protein_id", "position", "window", "label", "split"]]
         for row in cols.itertuples(index=False):
-            h.update("\t".join(row).encode())
+            h.update("\t".join(map(str, row)).encode())
             h.update(b"\n")
         return h.hexdigest()
 

@@ -134,7 +134,7 @@ def fit(
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimiser.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
             seen += len(index)
         val_scores = predict(model, valid, device)
         val_labels = valid.labels.numpy()

@@ -1,0 +1,226 @@
+"""Readers of whole proteins with marked sites: ``protein_sites`` (K2) and ``musite_fasta``.
+
+Every residue of the target type is a candidate; marked ones are positives, the rest negatives.
+Windows are cut with ``window_at`` and the full sequences kept in ``table.proteins`` for
+protein-level features. A marked site that cannot be a candidate (past the protein end, or not a
+target residue) is an error by default; ``on_bad_site: warn`` drops and records it in
+``table.meta`` instead, because some published files (K2) contain one and should stay usable.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ptmkit.errors import DataError
+from ptmkit.plugin_api import Reader
+from ptmkit.sitetable import SiteTable, window_at
+
+from ._common import (
+    PROTEIN_LETTERS,
+    FilesMixin,
+    Rows,
+    TaskMixin,
+    check_residues,
+    check_window,
+    compile_header,
+    header_match,
+    iter_fasta,
+    resolve,
+)
+
+BadSite = Literal["error", "warn", "skip"]
+
+
+class _ProteinConfig(FilesMixin, TaskMixin):
+    residues: str = Field(description="target residue letter(s), e.g. 'K' or 'ST'")
+    window: int = Field(33, description="odd window width cut around each candidate residue")
+    on_bad_site: BadSite = Field(
+        "error",
+        description="a marked site that is malformed, past the protein end or on a non-target "
+        "residue: 'error', or 'warn'/'skip' to drop it and record it in table.meta",
+    )
+
+    @field_validator("residues")
+    @classmethod
+    def _check_residues(cls, value: str) -> str:
+        return check_residues(value)
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: int) -> int:
+        return check_window(value)
+
+
+class _Sites:
+    """Turns (protein, marked positions) into rows; raises on bad marks or collects them."""
+
+    #: meta key -> what the warning says about the dropped marks
+    KINDS = {
+        "bad_sites": "past the protein end",
+        "off_target_sites": "not on a target residue",
+        "malformed_sites": "not of the form '#position'",
+    }
+
+    def __init__(self, cfg: _ProteinConfig) -> None:
+        self.cfg = cfg
+        self.rows = Rows(cfg.task)
+        self.proteins: dict[str, str] = {}
+        self.problems: dict[str, list[dict[str, object]]] = {k: [] for k in self.KINDS}
+        self.listed: dict[str, int] = {}
+        self._candidate = re.compile(f"[{cfg.residues}]")
+
+    def problem(self, kind: str, message: str, path: Path, line: int, **info: object) -> None:
+        """Raise (on_bad_site: error) or record a mark that cannot be used."""
+        if self.cfg.on_bad_site == "error":
+            raise DataError(
+                f"{message}; set on_bad_site: warn to drop such marks and report them",
+                path=path,
+                line=line,
+            )
+        self.problems[kind].append({"origin": f"{path}:{line}", **info})
+
+    def add(self, protein: str, seq: str, marked: list[int], split: str, path: Path, line: int) -> None:
+        known = self.proteins.setdefault(protein, seq)
+        if known != seq:
+            raise DataError(
+                f"protein {protein!r} appears again with a different sequence",
+                path=path,
+                line=line,
+            )
+        self.listed[split] = self.listed.get(split, 0) + len(marked)
+        residues, n = self.cfg.residues, len(seq)
+        positives: set[int] = set()
+        for pos in marked:
+            if pos > n:
+                msg = f"site {pos} of {protein!r} lies beyond the protein end (length {n})"
+                self.problem("bad_sites", msg, path, line, protein_id=protein, position=pos, length=n)
+            elif seq[pos - 1] not in residues:
+                msg = f"site {pos} of {protein!r} is {seq[pos - 1]!r}, not a target residue ({residues})"
+                self.problem(
+                    "off_target_sites",
+                    msg,
+                    path,
+                    line,
+                    protein_id=protein,
+                    position=pos,
+                    residue=seq[pos - 1],
+                )
+            else:
+                positives.add(pos)
+        origin, width = f"{path}:{line}", self.cfg.window
+        for match in self._candidate.finditer(seq):
+            pos = match.start() + 1
+            window = window_at(seq, pos, width)
+            self.rows.add(protein, pos, window, int(pos in positives), split, origin)
+
+    def table(self) -> SiteTable:
+        if self.cfg.on_bad_site == "warn":
+            for kind, what in self.KINDS.items():
+                store = self.problems[kind]
+                if not store:
+                    continue
+                shown = "; ".join(
+                    f"{d['origin']} {d['protein_id']} {d.get('position', d.get('token'))}" for d in store[:5]
+                )
+                more = f" (+{len(store) - 5} more)" if len(store) > 5 else ""
+                warnings.warn(
+                    f"dropped {len(store)} marked site(s) {what}: {shown}{more}",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        meta: dict[str, object] = {**self.problems, "listed_sites": self.listed}
+        return self.rows.table(self.proteins, meta)
+
+
+#: K2 style: ``>sp|P0A901|<TAB>#37<TAB>#70`` (id, then '#position' tokens).
+SITES_HEADER = r"(?:[A-Za-z]+\|)?(?P<id>[^|\s#]+)\|?(?P<sites>(?:\s.*)?)"
+#: MusiteDeep style: ``>sp|P12345|NAME desc`` or ``>P12345 desc`` (id only).
+ID_HEADER = r"(?:[A-Za-z]+\|)?(?P<id>[^|\s]+)(?:[|\s].*)?"
+
+
+class ProteinSitesConfig(_ProteinConfig):
+    header: str = Field(
+        SITES_HEADER,
+        description="regex with named groups id and sites (whitespace-separated '#pos' "
+        "tokens), matched against the whole header",
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _check_header(cls, value: str) -> str:
+        compile_header(value, required=("id", "sites"))
+        return value
+
+
+class ProteinSites(Reader):
+    """Whole proteins; the header lists 1-based positive positions after '#' (K2)."""
+
+    Config = ProteinSitesConfig
+
+    def read(self, base: Path) -> SiteTable:
+        cfg: ProteinSitesConfig = self.config  # type: ignore[assignment]
+        pattern = compile_header(cfg.header, required=("id", "sites"))
+        sites = _Sites(cfg)
+        for split, name in cfg.files.items():
+            path = resolve(base, name)
+            for rec in iter_fasta(path, PROTEIN_LETTERS):
+                match = header_match(pattern, rec.header, path, rec.line)
+                protein = match.group("id")
+                marked = []
+                for token in match.group("sites").split():
+                    digits = token[1:]
+                    if token[0] == "#" and digits.isdigit() and int(digits) > 0:
+                        marked.append(int(digits))
+                        continue
+                    msg = f"site {token!r} of {protein!r} is not '#' and a 1-based position"
+                    sites.problem("malformed_sites", msg, path, rec.line, protein_id=protein, token=token)
+                marked = sorted(set(marked))
+                sites.add(protein, rec.sequence, marked, split, path, rec.line)
+        return sites.table()
+
+
+class MusiteFastaConfig(_ProteinConfig):
+    header: str = Field(
+        ID_HEADER, description="regex with a named group id, matched against the whole header"
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _check_header(cls, value: str) -> str:
+        compile_header(value, required=("id",))
+        return value
+
+
+class MusiteFasta(Reader):
+    """Whole proteins with '#' after each modified residue (MusiteDeep), e.g. ``MKS#LLK#``."""
+
+    Config = MusiteFastaConfig
+
+    def read(self, base: Path) -> SiteTable:
+        cfg: MusiteFastaConfig = self.config  # type: ignore[assignment]
+        pattern = compile_header(cfg.header, required=("id",))
+        sites = _Sites(cfg)
+        allowed = PROTEIN_LETTERS | {"#"}
+        for split, name in cfg.files.items():
+            path = resolve(base, name)
+            for rec in iter_fasta(path, allowed):
+                match = header_match(pattern, rec.header, path, rec.line)
+                marked_seq = rec.sequence
+                marked: list[int] = []
+                for n_before, hit in enumerate(re.finditer("#", marked_seq)):
+                    i = hit.start()
+                    if i == 0 or marked_seq[i - 1] == "#":
+                        raise DataError(
+                            f"'#' at sequence index {i + 1} does not follow a residue",
+                            path=path,
+                            line=rec.line,
+                        )
+                    marked.append(i - n_before)  # 1-based position of the residue before '#'
+                seq = marked_seq.replace("#", "")
+                sites.add(match.group("id"), seq, marked, split, path, rec.line)
+        return sites.table()

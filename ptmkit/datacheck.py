@@ -1,0 +1,328 @@
+"""Data check: what is wrong or surprising in a source, as tables and one-line defects.
+
+Published benchmark files have leaks, duplicates and counts that differ from their papers; a
+model trained on them silently inherits all of it. The check makes it visible before training.
+All statistics are vectorised over the table (no per-row Python work).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import catalog
+from .alphabet import NONSTANDARD, PAD
+from .datasets import DatasetInfo, load_source
+from .sitetable import SiteTable
+
+_LABEL = {1: "positive", 0: "negative"}
+_SPLIT_ORDER = ("train", "valid", "test", "unsplit")
+
+
+@dataclass
+class Section:
+    """A titled table of the report (``rows`` hold plain values)."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[object]]
+    note: str = ""
+
+    def render(self) -> str:
+        lines = [self.title, "-" * len(self.title)]
+        if self.rows:
+            cells = [self.headers] + [[_cell(v) for v in row] for row in self.rows]
+            widths = [max(len(r[i]) for r in cells) for i in range(len(self.headers))]
+            numeric = [all(_is_number(row[i]) for row in self.rows) for i in range(len(widths))]
+            for row in cells:
+                parts = [
+                    c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)
+                ]
+                lines.append("  ".join(parts).rstrip())
+        else:
+            lines.append("none")
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+
+@dataclass
+class DataReport:
+    """Sections (tables) and defects (one short line each) for one source."""
+
+    name: str
+    sections: list[Section] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        parts = [f"Data check: {self.name}", ""]
+        for section in self.sections:
+            parts += [section.render(), ""]
+        parts.append(f"Defects ({len(self.defects)})")
+        parts.append("-" * len(parts[-1]))
+        parts += [f"- {d}" for d in self.defects] or ["none"]
+        return "\n".join(parts) + "\n"
+
+
+def check_source(source: str | Mapping[str, object], *, base_dir: Path, data_root: Path) -> DataReport:
+    """Load a source leniently (bad marked sites are reported, not fatal) and check it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report lists what the reader warns about
+        table, info = load_source(source, base_dir=base_dir, data_root=data_root, on_bad_site="warn")
+    report = check_table(table, info)
+    if catalog.is_catalog_name(source):
+        _check_files(report, catalog.get(str(source)), Path(data_root) / catalog.COLLECTION)
+    return report
+
+
+def check_table(table: SiteTable, info: DatasetInfo) -> DataReport:
+    """Every check that needs only the rows and what is known about the dataset."""
+    report = DataReport(
+        f"{info.name} ({info.ptm}, residues {info.residues or '?'}, window {table.width}, {len(table)} rows)"
+    )
+    frame = table.frame
+    _counts(report, frame, table.meta, info.paper)
+    _duplicates(report, frame)
+    _conflicts(report, frame)
+    _overlap(report, frame, bool(table.proteins))
+    _residues(report, frame, info.residues)
+    _marked_sites(report, table.meta)
+    return report
+
+
+def _splits(frame: pd.DataFrame) -> list[str]:
+    present = set(frame["split"].unique())
+    return [s for s in _SPLIT_ORDER if s in present] + sorted(present - set(_SPLIT_ORDER))
+
+
+def _split_rank(split: str) -> int:
+    return _SPLIT_ORDER.index(split) if split in _SPLIT_ORDER else len(_SPLIT_ORDER)
+
+
+def _counts(report: DataReport, frame: pd.DataFrame, meta: dict[str, object], paper: dict | None) -> None:
+    size = frame.groupby(["split", "label"]).size()
+    have = {s: (int(size.get((s, 1), 0)), int(size.get((s, 0), 0))) for s in _splits(frame)}
+    want: dict[str, tuple[int, int]] = {}
+    if paper:
+        want = {s: (c["pos"], c["neg"]) for s, c in paper.get("counts", {}).items()}
+    headers = ["split", "positive", "negative", "total"]
+    if want:
+        headers += ["paper pos", "paper neg"]
+    rows: list[list[object]] = []
+    for split, (pos, neg) in have.items():
+        row: list[object] = [split, pos, neg, pos + neg]
+        if want:
+            row += list(want.get(split, ("", "")))
+        rows.append(row)
+    for split in [s for s in want if s not in have]:
+        rows.append([split, "", "", "", *want[split]])
+    listed = meta.get("listed_sites")
+    note = ""
+    if isinstance(listed, dict) and listed:
+        note = "sites listed in the headers: " + ", ".join(f"{s} {n}" for s, n in listed.items())
+    report.sections.append(Section("Counts (rows per split and label)", headers, rows, note))
+    if not want:
+        return
+    if set(have) == {"unsplit"} and "unsplit" not in want:
+        total = tuple(sum(c[i] for c in want.values()) for i in (0, 1))
+        split_text = ", ".join(f"{s} {p}/{n}" for s, (p, n) in want.items())
+        verdict = (
+            "totals match"
+            if total == have["unsplit"]
+            else (f"totals differ: files {_pn(have['unsplit'])} vs paper {_pn(total)}")
+        )
+        report.defects.append(
+            f"no train/test split in the files; the paper's split is {split_text} ({verdict})"
+        )
+        return
+    diffs = [
+        f"{s} {_pn(have.get(s, (0, 0)))} vs paper {_pn(c)}"
+        for s, c in want.items()
+        if have.get(s, (0, 0)) != c
+    ]
+    if diffs:
+        report.defects.append("counts differ from the paper: " + "; ".join(diffs))
+
+
+def _pn(counts: tuple[int, int]) -> str:
+    return f"{counts[0]}/{counts[1]}"
+
+
+def _duplicates(report: DataReport, frame: pd.DataFrame) -> None:
+    per_window = frame.groupby(["split", "label", "window"]).size()
+    rows: list[list[object]] = []
+    groups = sorted(
+        per_window.groupby(level=["split", "label"]),
+        key=lambda kv: (_split_rank(kv[0][0]), -int(kv[0][1])),
+    )
+    for (split, label), sizes in groups:
+        extra, repeated = int((sizes - 1).sum()), int((sizes > 1).sum())
+        rows.append([split, _LABEL[int(label)], int(sizes.sum()), len(sizes), extra, repeated])
+        if extra:
+            report.defects.append(
+                f"{split}: {extra} duplicate {_LABEL[int(label)]} rows ({repeated} distinct windows repeated)"
+            )
+    report.sections.append(
+        Section(
+            "Duplicate windows (within a split and label)",
+            ["split", "label", "rows", "distinct", "duplicate rows", "windows repeated"],
+            rows,
+        )
+    )
+
+
+def _conflicts(report: DataReport, frame: pd.DataFrame) -> None:
+    labels = frame.groupby(["split", "window"])["label"].nunique()
+    both = labels[labels > 1]
+    rows: list[list[object]] = []
+    for split in _splits(frame):
+        n = int((both.index.get_level_values("split") == split).sum())
+        rows.append([split, n])
+        if n:
+            report.defects.append(f"{split}: {n} windows labelled both positive and negative")
+    examples = ", ".join(both.index.get_level_values("window")[:3])
+    note = f"e.g. {examples}" if examples else ""
+    report.sections.append(
+        Section("Windows labelled both ways (within a split)", ["split", "windows"], rows, note)
+    )
+
+
+def _overlap(report: DataReport, frame: pd.DataFrame, whole_proteins: bool) -> None:
+    """Identical windows in two splits (and, for whole proteins, shared protein ids)."""
+    splits = [s for s in _splits(frame) if s != "unsplit"]
+    headers = ["splits", "windows", "rows in first", "rows in second", "label differs"]
+    if whole_proteins:
+        headers.append("proteins")
+    rows: list[list[object]] = []
+    for i, first in enumerate(splits):
+        for second in splits[i + 1 :]:
+            a = frame[frame["split"] == first]
+            b = frame[frame["split"] == second]
+            shared = pd.Index(a["window"].unique()).intersection(pd.Index(b["window"].unique()))
+            in_a = a[a["window"].isin(shared)]
+            in_b = b[b["window"].isin(shared)]
+            # label sets per window are equal iff their min and max agree (labels are 0/1)
+            span_a = in_a.groupby("window")["label"].agg(["min", "max"])
+            span_b = in_b.groupby("window")["label"].agg(["min", "max"]).reindex(span_a.index)
+            differ = int((span_a != span_b).any(axis=1).sum())
+            row: list[object] = [f"{first}/{second}", len(shared), len(in_a), len(in_b), differ]
+            proteins = ""
+            if whole_proteins:
+                common = set(a["protein_id"].unique()) & set(b["protein_id"].unique())
+                row.append(len(common))
+                if common:
+                    proteins = f"; {len(common)} proteins in both: {', '.join(sorted(common)[:5])}"
+            rows.append(row)
+            if len(shared):
+                report.defects.append(
+                    f"{first}/{second} overlap: {len(shared)} windows occur in both "
+                    f"({len(in_a)} {first} rows, {len(in_b)} {second} rows; {differ} with "
+                    f"different labels){proteins}"
+                )
+    if splits[1:]:
+        report.sections.append(Section("Overlap between splits (identical windows)", headers, rows))
+
+
+def _residues(report: DataReport, frame: pd.DataFrame, residues: str) -> None:
+    windows = frame["window"]
+    rows: list[list[object]] = []
+    found = []
+    for letter in NONSTANDARD:
+        hits = windows.str.count(letter)
+        total = int(hits.sum())
+        if total:
+            rows.append([letter, total, int((hits > 0).sum())])
+            found.append(f"{letter} {total}")
+    if found:
+        n = int(windows.str.contains(f"[{NONSTANDARD}]", regex=True).sum())
+        report.defects.append(
+            f"non-standard residues in {n} windows: {', '.join(found)} (padding is {PAD!r})"
+        )
+    report.sections.append(
+        Section("Non-standard residues (BZJUOX) in windows", ["letter", "count", "windows"], rows)
+    )
+    centre = frame["residue"].value_counts()
+    rows = [[str(r), int(n), "yes" if r in residues else "NO"] for r, n in centre.items()]
+    if residues:
+        off = centre[[r not in residues for r in centre.index]]
+        if len(off):
+            listed = ", ".join(f"{r} {int(n)}" for r, n in off.items())
+            report.defects.append(f"centre residue is not {residues} in {int(off.sum())} rows: {listed}")
+    report.sections.append(Section("Centre residues", ["residue", "rows", "target"], rows))
+
+
+def _marked_sites(report: DataReport, meta: dict[str, object]) -> None:
+    kinds = {
+        "bad_sites": "past the protein end",
+        "off_target_sites": "not on a target residue",
+        "malformed_sites": "not written as '#position'",
+    }
+    rows: list[list[object]] = []
+    for key, what in kinds.items():
+        items = meta.get(key) or []
+        assert isinstance(items, list)
+        for item in items:
+            value = item.get("position", item.get("token"))
+            detail = f"length {item['length']}" if "length" in item else item.get("residue", "")
+            rows.append([_short(str(item["origin"])), item["protein_id"], value, what, detail])
+        if items:
+            shown = "; ".join(_site_text(it) for it in items[:3])
+            report.defects.append(f"{len(items)} marked site(s) {what}, dropped: {shown}")
+    if any(k in meta for k in kinds):
+        report.sections.append(
+            Section(
+                "Marked sites that cannot be used (dropped)",
+                ["origin", "protein", "site", "problem", "detail"],
+                rows,
+            )
+        )
+
+
+def _site_text(item: dict[str, object]) -> str:
+    """``P15559 site 307 (length 274) at K2/train_sequence.txt:1725``."""
+    what = f"token {item['token']!r}" if "token" in item else f"site {item['position']}"
+    detail = f" (length {item['length']})" if "length" in item else ""
+    if "residue" in item:
+        detail = f" (residue {item['residue']})"
+    return f"{item['protein_id']} {what}{detail} at {_short(str(item['origin']))}"
+
+
+def _check_files(report: DataReport, entry: catalog.Dataset, base: Path) -> None:
+    """Hashes against the catalogue, and published files that are copies of other datasets'."""
+    order = list(catalog.DATASETS)
+    others: dict[str, tuple[str, bool]] = {}  # sha -> (file, listed before this dataset)
+    for other in catalog.DATASETS.values():
+        if other.id != entry.id:
+            earlier = order.index(other.id) < order.index(entry.id)
+            for rel, sha in other.files.items():
+                others.setdefault(sha, (rel, earlier))
+    rows: list[list[object]] = []
+    for rel, expected in entry.files.items():
+        got = hashlib.sha256((base / rel).read_bytes()).hexdigest()
+        same, earlier = others.get(expected, ("", False))
+        status = "ok" if got == expected else "DIFFERS from the published file"
+        rows.append([rel, expected[:12], status, same])
+        if got != expected:
+            report.defects.append(f"{rel}: sha256 {got[:12]}... is not the published {expected[:12]}...")
+        if same and earlier:  # the copy is the defect, not the original
+            report.defects.append(f"{rel} is byte-identical to {same}")
+    report.sections.append(Section("Files", ["file", "sha256", "status", "identical to"], rows))
+
+
+def _short(origin: str) -> str:
+    """``/a/b/K2/train.txt:12`` -> ``K2/train.txt:12`` for readable tables."""
+    path = Path(origin)
+    return str(Path(path.parent.name) / path.name)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) or value == ""

@@ -1,0 +1,87 @@
+"""Download catalogue datasets into the data root, verified by sha256 and written atomically.
+
+A file appears under its final name only after its hash matched the catalogue, so an
+interrupted or tampered download never leaves a file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import catalog
+from .errors import PtmkitError
+
+_CHUNK = 1 << 16
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(
+    name: str,
+    data_root: Path,
+    base_url: str = catalog.BASE_URL,
+    force: bool = False,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Download ``uniptms`` (every dataset) or ``uniptms:<id>`` under ``<data_root>/uniptms/``.
+
+    Files already present with the catalogue hash are kept (only verified) unless ``force``.
+    Returns every file of the selected datasets, each present and verified when it returns.
+    ``base_url`` may be a ``file://`` URL (offline mirrors, tests).
+    """
+    if not base_url.endswith("/"):
+        base_url += "/"
+    root = Path(data_root) / catalog.COLLECTION
+    paths: list[Path] = []
+    for entry in catalog.select(name):
+        for rel, expected in entry.files.items():
+            target = root / rel
+            if force or not target.is_file() or sha256_file(target) != expected:
+                _download(base_url + rel, target, expected, rel, timeout)
+            paths.append(target)
+    return paths
+
+
+def _download(url: str, target: Path, expected: str, rel: str, timeout: float) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    for block in iter(lambda: response.read(_CHUNK), b""):
+                        h.update(block)
+                        out.write(block)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise PtmkitError(
+                    f"could not download {url}: {reason}. Without network access, copy the "
+                    f"{catalog.COLLECTION} files from a machine that has them and set "
+                    "PTMKIT_DATA (or --data-root) to the folder holding "
+                    f"{catalog.COLLECTION}/"
+                ) from None
+        got = h.hexdigest()
+        if got != expected:
+            raise PtmkitError(
+                f"{rel}: sha256 mismatch for {url}: expected {expected}, got {got}; the "
+                "download was discarded"
+            )
+        tmp.chmod(0o644)  # mkstemp creates 0600; data files are meant to be shared
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

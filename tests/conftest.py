@@ -1,0 +1,18 @@
+"""Shared fixtures: where the real benchmark files live (never copied into the project)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The data root holding ``uniptms/``: $PTMKIT_DATA, else ../shared/data next to the repo."""
+    env = os.environ.get("PTMKIT_DATA")
+    root = Path(env) if env else Path(__file__).parents[1].parent / "shared" / "data"
+    if not (root / "uniptms").is_dir():
+        pytest.skip(f"UniPTMs data not found under {root}; set PTMKIT_DATA to the data root")
+    return root
