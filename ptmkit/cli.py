@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from .errors import PtmkitError
@@ -50,12 +51,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from . import recipe as recipes
     from .featurize import build_features
     from .graph import ModelGraph, used_features
+    from .objective import build_losses
     from .table import render
 
     recipe = recipes.load(args.recipe, args.set)
     names = used_features(recipe)
     features = build_features(recipe, names)
     model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    build_losses(recipe, model)
     print(f"{args.recipe}: valid (recipe hash {recipe.digest()})")
     rows = [(n, recipe.features[n].spec.name, "", f.dim) for n, f in features.items()]
     rows += [(n, recipe.nodes[n].spec.name, ", ".join(model.inputs[n]), model.dims[n]) for n in model.order]
@@ -223,8 +226,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings meant for users read as ``warning: ...``, not as source locations."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except PtmkitError as exc:

@@ -118,8 +118,20 @@ class Loss(nn.Module):
         super().__init__()
         self.config = config
 
+    def required_outputs(self) -> list[str]:
+        """Entries of ``outputs`` this loss reads; the core checks them against the graph."""
+        name = getattr(self.config, "input", "logits")
+        return [name] if isinstance(name, str) else list(name)
+
+    def bind(self, dims: dict[str, int]) -> None:  # noqa: B027 - optional hook
+        """Called once with the size of every graph output (``"node.output" -> D``) before the
+        optimiser is made, so a loss can create parameters (projections) of the right size."""
+
     def setup(self, train_labels: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Called once with the training labels (e.g. to derive class weights)."""
+
+    def start_epoch(self, epoch: int, total: int) -> None:  # noqa: B027 - optional hook
+        """Called before each epoch (1-based) of ``total``: for schedules such as HCL's lambda(t)."""
 
     @abstractmethod
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor: ...

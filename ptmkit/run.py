@@ -17,6 +17,7 @@ from .datasets import DatasetInfo, load_source
 from .errors import PtmkitError
 from .featurize import build_features, encode_all, padding_mask
 from .graph import ModelGraph, used_features
+from .objective import build_losses
 from .recipe import Recipe
 from .sitetable import SiteTable
 from .splits import assign_splits
@@ -80,7 +81,7 @@ def run(recipe: Recipe, *, data_root: Path, progress: bool = True) -> RunSummary
     names = used_features(recipe)
     features = build_features(recipe, names)
     model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    losses = [(use.weight, use.build()) for use in recipe.losses]
+    losses = build_losses(recipe, model)
 
     table, info = prepare_data(recipe, data_root)
     uri = tracking.tracking_uri(recipe.tracking.uri)

@@ -120,6 +120,8 @@ def fit(
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
+        for _, loss in losses:
+            loss.start_epoch(epoch, cfg.epochs)
         order = torch.randperm(len(train), generator=generator)
         total, seen = 0.0, 0
         for start in range(0, len(train), cfg.batch_size):

@@ -139,3 +139,19 @@ def test_unused_feature_is_not_computed(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(FEATURES + "  nodes:\n    head: {type: mlp_head, inputs: [onehot]}\n")
     assert used_features(recipes.load(path)) == ["onehot"]
+
+
+def test_loss_reading_a_missing_output_is_reported(tmp_path):
+    from ptmkit.objective import build_losses
+
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        FEATURES + "  nodes:\n    head: {type: mlp_head, inputs: [onehot]}\n"
+        "losses:\n  - {type: bce, input: head.embeddings}\n"
+    )
+    recipe = recipes.load(path)
+    model = ModelGraph(recipe, {"onehot": 20})
+    with pytest.raises(
+        GraphError, match=r"losses.0: loss 'bce' reads 'head.embeddings'.*Did you mean 'head.embedding'"
+    ):
+        build_losses(recipe, model)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import module_checks
 import pytest
 import torch
-import torch.nn.functional as F
+from module_checks import make_batch, out_of, standard_tests
 from pydantic import ValidationError
 
 from ptmkit.hooks import build_registry
@@ -43,33 +44,7 @@ def registry() -> Registry:
 
 
 def build(registry: Registry, name: str, in_dims: list[int], **config: Any) -> GraphModule:
-    """Construct a node the way the core does: registry lookup, config validation, dims."""
-    cls = registry.get("module", name).obj
-    return cls(cls.Config.model_validate(config), in_dims)
-
-
-def make_batch(n: int, w: int, dims: list[int], seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Random inputs with padding at the window ends (zero there, as features encode it).
-
-    Row 0 is unpadded; the others get random left and/or right padding that keeps the centre.
-    """
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.ones(n, w, dtype=torch.bool)
-    for row in range(1, n):
-        left = int(torch.randint(0, w // 2, (1,), generator=g))
-        right = int(torch.randint(0, w // 2, (1,), generator=g))
-        if row % 3 == 1:
-            right = 0
-        elif row % 3 == 2:
-            left = 0
-        mask[row, :left] = False
-        mask[row, w - right :] = False
-    inputs = [torch.randn(n, w, d, generator=g) * mask.unsqueeze(-1) for d in dims]
-    return inputs, mask
-
-
-def out_of(result: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-    return result["out"] if isinstance(result, dict) else result
+    return module_checks.build(name, in_dims, **config)
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -102,90 +77,14 @@ def test_config_fields_are_documented(registry: Registry) -> None:
             assert info.description, f"{name}.{field} has no description"
 
 
-# ------------------------------------------------------------------------------------ shapes
+# ------------------------------------------- shapes, gradients, padding, determinism (shared)
 
-
-@pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("w", WIDTHS)
-@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
-def test_output_shapes(
-    registry: Registry,
-    case: str,
-    name: str,
-    dims: list[int],
-    cfg: dict[str, Any],
-    out_dim: int,
-    w: int,
-    n: int,
-) -> None:
-    torch.manual_seed(0)
-    module = build(registry, name, dims, **cfg)
-    assert module.output_dims["out"] == out_dim
-    inputs, mask = make_batch(n, w, dims)
-    result = module(inputs, mask)
-    if name in HEADS:
-        assert isinstance(result, dict)
-        assert set(result) == set(module.output_dims) == {"out", "embedding"}
-        assert result["out"].shape == (n, out_dim)
-        emb_dim = cfg["hidden"][-1] if cfg["hidden"] else dims[0]
-        assert module.output_dims["embedding"] == emb_dim
-        assert result["embedding"].shape == (n, emb_dim)
-    else:
-        assert set(module.output_dims) == {"out"}
-        assert out_of(result).shape == (n, w, out_dim)
-    assert torch.isfinite(out_of(result)).all()
-
-
-# --------------------------------------------------------------------------------- gradients
-
-
-@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
-def test_gradients_reach_every_parameter(
-    registry: Registry, case: str, name: str, dims: list[int], cfg: dict[str, Any], out_dim: int
-) -> None:
-    torch.manual_seed(0)
-    module = build(registry, name, dims, **cfg)
-    modules = [module]
-    if name not in HEADS:  # a head on top turns [N, W, D] into logits
-        modules.append(build(registry, "mlp_head", [out_dim], pool="mean", hidden=[4]))
-    inputs, mask = make_batch(8, 31, dims, seed=1)
-    inputs = [x.requires_grad_() for x in inputs]
-    for m in modules:
-        m.train()
-    hidden = module(inputs, mask)
-    if len(modules) == 2:
-        hidden = modules[1]([out_of(hidden)], mask)
-    logits = out_of(hidden)
-    labels = (torch.arange(logits.numel()) % 2).float().reshape(logits.shape)
-    F.binary_cross_entropy_with_logits(logits, labels).backward()
-
-    for m in modules:
-        for pname, p in m.named_parameters():
-            assert p.grad is not None, f"{name}: {pname} got no gradient"
-            assert p.grad.abs().sum() > 0, f"{name}: {pname} got an all-zero gradient"
-    for i, x in enumerate(inputs):
-        assert x.grad is not None and x.grad.abs().sum() > 0, f"{name}: input {i} got no gradient"
-
-
-# ------------------------------------------------------------------------------------ masking
-
-
-@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
-def test_padding_values_do_not_change_real_outputs(
-    registry: Registry, case: str, name: str, dims: list[int], cfg: dict[str, Any], out_dim: int
-) -> None:
-    """Garbage at padding positions (even though features encode zeros) must not leak."""
-    torch.manual_seed(0)
-    module = build(registry, name, dims, **cfg).eval()
-    inputs, mask = make_batch(8, 33, dims, seed=2)
-    assert (~mask).any()
-    noisy = [x + 100.0 * torch.randn_like(x) * (~mask).unsqueeze(-1) for x in inputs]
-    with torch.no_grad():
-        clean_out, noisy_out = out_of(module(inputs, mask)), out_of(module(noisy, mask))
-    if name in HEADS:
-        torch.testing.assert_close(noisy_out, clean_out)
-    else:
-        torch.testing.assert_close(noisy_out[mask], clean_out[mask])
+(
+    test_output_shapes,
+    test_gradients_reach_every_parameter,
+    test_padding_values_do_not_change_real_outputs,
+    test_deterministic_under_manual_seed,
+) = standard_tests(CASES)
 
 
 @pytest.mark.parametrize("name", ["bilstm", "cnn", "add_project"])
@@ -343,20 +242,3 @@ def test_cnn_rejects_even_kernel_sizes(registry: Registry) -> None:
         build(registry, "cnn", [5], kernel_sizes=[3, 4])
     with pytest.raises(ValueError):
         build(registry, "cnn", [5], kernel_sizes=[])
-
-
-# ------------------------------------------------------------------------------ determinism
-
-
-@pytest.mark.parametrize(("case", "name", "dims", "cfg", "out_dim"), CASES, ids=IDS)
-def test_deterministic_under_manual_seed(
-    registry: Registry, case: str, name: str, dims: list[int], cfg: dict[str, Any], out_dim: int
-) -> None:
-    inputs, mask = make_batch(8, 37, dims, seed=10)
-    outs = []
-    for _ in range(2):
-        torch.manual_seed(123)
-        module = build(registry, name, dims, **cfg)
-        torch.manual_seed(7)  # training-mode dropout draws from the global generator as well
-        outs.append(out_of(module.train()(inputs, mask)).detach())
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)

@@ -1,0 +1,29 @@
+"""The training objective: the recipe's weighted losses, bound to the model graph's outputs."""
+
+from __future__ import annotations
+
+import difflib
+
+from .errors import GraphError
+from .graph import ModelGraph
+from .plugin_api import Loss
+from .recipe import Recipe
+
+
+def build_losses(recipe: Recipe, model: ModelGraph) -> list[tuple[float, Loss]]:
+    """Instantiate every loss, check the outputs it reads exist, and let it size its parameters."""
+    available = {"logits", *model.dims}
+    losses = []
+    for use in recipe.losses:
+        loss: Loss = use.build()
+        for name in loss.required_outputs():
+            if name not in available:
+                close = difflib.get_close_matches(name, sorted(available), n=2, cutoff=0.5)
+                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise GraphError(
+                    f"{use.where}: loss {use.spec.name!r} reads {name!r}, which the model does not "
+                    f"produce.{hint} Outputs: {', '.join(sorted(available))}"
+                )
+        loss.bind({k: v for k, v in model.dims.items()})
+        losses.append((use.weight, loss))
+    return losses
