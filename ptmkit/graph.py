@@ -153,6 +153,7 @@ class ModelGraph(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = dict(features)
+        values["mask"] = mask
         for name in self.order:
             result = self.blocks[name]([values[ref] for ref in self.inputs[name]], mask)
             if isinstance(result, torch.Tensor):

@@ -108,8 +108,9 @@ class GraphModule(nn.Module):
 class Loss(nn.Module):
     """A training objective: ``forward(outputs, labels)`` -> scalar tensor.
 
-    ``outputs`` holds ``"logits"`` ([N] for one task) and every graph node output under its
-    reference (``"node"`` or ``"node.output"``). ``labels`` is float [N] of 0/1.
+    ``outputs`` holds ``"logits"`` ([N] for one task), ``"mask"`` (bool [N, W], True at real
+    residues, for pooling per-residue outputs) and every graph node output under its reference
+    (``"node"`` or ``"node.output"``). ``labels`` is float [N] of 0/1.
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
