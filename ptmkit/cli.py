@@ -45,6 +45,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import sweep as sweeps
+    from .datasets import resolve_data_root
+    from .table import render
+
+    sweep = sweeps.load(args.sweep, args.set)
+    print(f"sweep {sweep.name}: {len(sweep.recipes)} variants valid ({', '.join(sweep.recipes)})")
+    if args.dry_run:
+        return 0
+    table = sweeps.run_sweep(sweep, data_root=resolve_data_root(args.data_root), progress=not args.quiet)
+    print(f"\n{sweep.name}: test metrics per variant (* best; ranked by {sweep.rank_by})")
+    print(
+        render(
+            sweeps.highlight(table.drop(columns=["description"], errors="ignore"), args.format), args.format
+        )
+    )
+    print(
+        f"parent MLflow run {table.attrs['parent_run_id']} in experiment {sweep.experiment!r} "
+        f"at {table.attrs['tracking_uri']}"
+    )
+    failed = (table["status"] != "FINISHED").sum() if "status" in table else 0
+    return 1 if failed else 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -176,6 +200,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="folder holding uniptms/ (default: $PTMKIT_DATA or the user cache)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("sweep", help="run the variants of a sweep file as nested runs; print the table")
+    s.add_argument("sweep", help="sweep YAML file (base recipe + named variants)")
+    s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override every variant")
+    s.add_argument("--data-root")
+    s.add_argument("--dry-run", action="store_true", help="validate every variant, run nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    s.set_defaults(func=cmd_sweep)
 
     v = sub.add_parser("validate", help="check a recipe and its model graph without data")
     recipe_args(v)

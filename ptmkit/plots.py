@@ -59,3 +59,24 @@ def training_curves(history: list[dict[str, float]], best_epoch: int, path: Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def sweep_bars(table, metrics: list[str], path: Path, title: str) -> Path:  # noqa: ANN001
+    """Grouped bars: one group per metric, one bar per variant (the sweep's comparison)."""
+    variants = list(table.index)
+    width = 0.8 / max(len(variants), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(len(variants), 2) / 2), 4.5))
+    x = np.arange(len(metrics))
+    for i, variant in enumerate(variants):
+        values = [float(table.at[variant, m]) for m in metrics]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, values, width, label=str(variant))
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
+    ax.set_xticks(x, metrics)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("test")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

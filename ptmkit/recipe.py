@@ -62,7 +62,7 @@ def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[Key, str]]:
     return data, locations
 
 
-def _merge(base: Any, child: Any) -> Any:
+def merge(base: Any, child: Any) -> Any:
     if isinstance(base, dict) and isinstance(child, dict):
         if "type" in child and child.get("type") != base.get("type"):
             return {k: v for k, v in child.items() if v is not None}
@@ -71,14 +71,14 @@ def _merge(base: Any, child: Any) -> Any:
             if value is None:
                 out.pop(key, None)
             elif key in out:
-                out[key] = _merge(out[key], value)
+                out[key] = merge(out[key], value)
             else:
                 out[key] = value
         return out
     return child
 
 
-def _load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[Key, str]]:
+def load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[Key, str]]:
     path = path.resolve()
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
@@ -89,8 +89,8 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, d
         return data, locations
     if not isinstance(parent, str):
         raise RecipeError(f"{locations.get(('extends',), path)}: extends: expected a file path")
-    base_data, base_locations = _load_with_extends(path.parent / parent, (*seen, path))
-    return _merge(base_data, data), {**base_locations, **locations}
+    base_data, base_locations = load_with_extends(path.parent / parent, (*seen, path))
+    return merge(base_data, data), {**base_locations, **locations}
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -391,7 +391,7 @@ def load(path: str | Path, overrides: list[str] | None = None, registry: Registr
     from .hooks import get_registry
 
     path = Path(path)
-    data, locations = _load_with_extends(path)
+    data, locations = load_with_extends(path)
     data = copy.deepcopy(data)
     for item in overrides or []:
         apply_override(data, item, locations)

@@ -36,6 +36,9 @@ class RunSummary:
     epochs_run: int
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    parameters: int = 0
+    epoch_seconds: float = 0.0
+    windows_per_second: float = 0.0
 
 
 def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
@@ -66,7 +69,7 @@ def counts(table: SiteTable) -> dict[str, tuple[int, int]]:
     return out
 
 
-def run(recipe: Recipe, *, data_root: Path, progress: bool = True) -> RunSummary:
+def run(recipe: Recipe, *, data_root: Path, progress: bool = True, nested: bool = False) -> RunSummary:
     """Train and evaluate ``recipe``, recording everything in one MLflow run.
 
     The graph is built (and so checked) before any data is read; a crash marks the run FAILED.
@@ -97,7 +100,7 @@ def run(recipe: Recipe, *, data_root: Path, progress: bool = True) -> RunSummary
         **recipe.tracking.tags,
     }
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=recipe.tracking.run_name or recipe.name
+        experiment_id=experiment_id, run_name=recipe.tracking.run_name or recipe.name, nested=nested
     ) as active:
         try:
             summary = _tracked(recipe, table, info, features, model, losses, tags, progress)
@@ -138,7 +141,8 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress) -> Ru
         train, valid, test = (_split(table, tensors, mask, s) for s in ("train", "valid", "test"))
         for _, loss in losses:
             loss.setup(train.labels.numpy())
-        mlflow.log_param("model.parameters", sum(p.numel() for p in model.parameters()))
+        n_parameters = sum(p.numel() for p in model.parameters())
+        mlflow.log_param("model.parameters", n_parameters)
 
         t0 = time.perf_counter()
         result: TrainResult = fit(
@@ -235,6 +239,9 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress) -> Ru
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
         counts=split_counts,
+        parameters=n_parameters,
+        epoch_seconds=train_seconds / max(result.epochs_run, 1),
+        windows_per_second=len(test) / max(infer_seconds, 1e-9),
     )
 
 
