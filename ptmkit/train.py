@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ def fit(
     stale = 0
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
+        epoch_start = time.perf_counter()
         model.train()
         for _, loss in losses:
             loss.start_epoch(epoch, cfg.epochs)
@@ -149,6 +151,7 @@ def fit(
             "val/ap": m["ap"],
             "val/auc": m["auc"],
             "val/mcc": m["mcc"],
+            "time/epoch_s": time.perf_counter() - epoch_start,
         }
         result.history.append(row)
         result.epochs_run = epoch
