@@ -89,7 +89,7 @@ def check_gradients(name: str, dims: list[int], cfg: dict[str, Any], out_dim: in
     module = build(name, dims, **cfg).train()
     heads = {}
     if not is_head(name):  # a head on each output turns [N, W, D] into logits
-        heads = {k: build("mlp_head", [d], pool="mean", hidden=[4]) for k, d in module.output_dims.items()}
+        heads = {k: build("mlp_head", [d], pool="mean", hidden=[]) for k, d in module.output_dims.items()}
     inputs, mask = make_batch(8, 31, dims, seed=1)
     inputs = [x.requires_grad_() for x in inputs]
     result = outputs_of(module(inputs, mask))

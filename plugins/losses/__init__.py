@@ -5,6 +5,7 @@ from __future__ import annotations
 from ptmkit.registry import Registrar
 
 from .binary import BCELoss, FocalLoss, WeightedCELoss
+from .contrastive import HierarchicalContrastiveLoss, InfoNCELoss
 
 
 def register(registry: Registrar) -> None:
@@ -12,3 +13,5 @@ def register(registry: Registrar) -> None:
     registry.loss("bce", BCELoss)
     registry.loss("weighted_ce", WeightedCELoss)
     registry.loss("focal", FocalLoss)
+    registry.loss("hcl", HierarchicalContrastiveLoss)
+    registry.loss("infonce", InfoNCELoss)
