@@ -131,6 +131,21 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    from .embcache import cache_info
+
+    print(cache_info(args.cache_dir))
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    from .embcache import cache_clear, cache_root
+
+    removed = cache_clear(args.cache_dir, model=args.model)
+    print(f"removed {removed} file(s) from {cache_root(args.cache_dir)}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import runs_table
     from .table import render
@@ -235,6 +250,17 @@ def parser() -> argparse.ArgumentParser:
     pll.add_argument("--kind", choices=["reader", "feature", "fusion", "backbone", "head", "loss"])
     pll.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
     pll.set_defaults(func=cmd_plugins_list)
+
+    ca = sub.add_parser("cache", help="language-model embedding cache").add_subparsers(
+        dest="cache_command", required=True
+    )
+    cai = ca.add_parser("info", help="entries, models and size of the embedding cache")
+    cai.add_argument("--cache-dir", help="cache root (default: $PTMKIT_CACHE or the user cache)")
+    cai.set_defaults(func=cmd_cache_info)
+    cac = ca.add_parser("clear", help="delete cached embeddings (all, or one model's)")
+    cac.add_argument("--cache-dir", help="cache root (default: $PTMKIT_CACHE or the user cache)")
+    cac.add_argument("--model", help="only this model id (glob allowed, e.g. 'facebook/esm2*')")
+    cac.set_defaults(func=cmd_cache_clear)
 
     c = sub.add_parser("compare", help="table of tracked runs")
     c.add_argument("--experiment", action="append", help="experiment name (repeatable; default all)")

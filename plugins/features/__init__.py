@@ -8,6 +8,7 @@ from .blosum import Blosum62
 from .eaac import EAAC
 from .onehot import OneHot
 from .physchem import AAindex
+from .plm import Ember2, Esm2, HFEncoder, ProtT5
 from .pseaac import PseAAC
 
 __all__ = ["AAindex", "Blosum62", "EAAC", "OneHot", "PseAAC", "register"]
@@ -20,3 +21,7 @@ def register(registry: Registrar) -> None:
     registry.feature("aaindex", AAindex)
     registry.feature("pseaac", PseAAC)
     registry.feature("eaac", EAAC)
+    registry.feature("esm2", Esm2)
+    registry.feature("prott5", ProtT5)
+    registry.feature("hf_encoder", HFEncoder)
+    registry.feature("ember2", Ember2)
