@@ -11,14 +11,24 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import nn
 
 from .sitetable import SiteTable
+
+
+def _positive_odd(value: int) -> int:
+    if value < 1 or value % 2 == 0:
+        raise ValueError(f"must be a positive odd number (for a same-length, centred output), got {value}")
+    return value
+
+
+#: A positive odd integer (kernel widths, sub-windows) for plugin configs: ``k: OddInt = 3``.
+OddInt = Annotated[int, AfterValidator(_positive_odd)]
 
 
 class PluginConfig(BaseModel):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 
 class _Block(nn.Module):
@@ -49,19 +49,11 @@ class MultiKernelCNN(GraphModule):
 
     class Config(PluginConfig):
         channels: int = Field(64, gt=0, description="output channels per kernel size")
-        kernel_sizes: list[int] = Field(
+        kernel_sizes: list[OddInt] = Field(
             [3, 5, 7], min_length=1, description="odd kernel widths run in parallel per block"
         )
         layers: int = Field(2, gt=0, description="number of stacked conv blocks")
         dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout after each block")
-
-        @field_validator("kernel_sizes")
-        @classmethod
-        def _odd(cls, v: list[int]) -> list[int]:
-            bad = [k for k in v if k < 1 or k % 2 == 0]
-            if bad:
-                raise ValueError(f"kernel sizes must be positive and odd (for same-length output), got {v}")
-            return v
 
     n_inputs: ClassVar[tuple[int, int | None]] = (1, 1)
 

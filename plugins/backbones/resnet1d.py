@@ -8,7 +8,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 
 class MaskedBatchNorm(nn.BatchNorm1d):
@@ -82,7 +82,7 @@ class ResNet1d(GraphModule):
     class Config(PluginConfig):
         channels: int = Field(64, gt=0, description="channels of every block (the output size)")
         blocks: int = Field(4, gt=0, description="number of residual blocks")
-        kernel_size: int = Field(3, gt=0, description="odd convolution width")
+        kernel_size: OddInt = Field(3, description="odd convolution width")
         dilations: list[int] = Field(
             [1, 2, 4, 8],
             min_length=1,
@@ -92,13 +92,6 @@ class ResNet1d(GraphModule):
             "layer", description="LayerNorm per position, or BatchNorm with statistics over real residues"
         )
         dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout between the two convs of a block")
-
-        @field_validator("kernel_size")
-        @classmethod
-        def _odd(cls, v: int) -> int:
-            if v % 2 == 0:
-                raise ValueError(f"kernel_size must be odd (for same-length output), got {v}")
-            return v
 
         @field_validator("dilations")
         @classmethod

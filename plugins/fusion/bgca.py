@@ -12,10 +12,10 @@ from typing import ClassVar, Self
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 # ------------------------------------------------------------------------------ shared helpers
 
@@ -28,13 +28,6 @@ def check_inputs(name: str, n_inputs: tuple[int, int | None], in_dims: list[int]
         raise ValueError(f"{name} takes {want} inputs, got {len(in_dims)} (dims {in_dims})")
     if any(d < 1 for d in in_dims):
         raise ValueError(f"{name} needs inputs of size >= 1, got {in_dims}")
-
-
-def check_kernel_sizes(v: list[int]) -> list[int]:
-    bad = [k for k in v if k < 1 or k % 2 == 0]
-    if bad:
-        raise ValueError(f"kernel sizes must be positive and odd (for same-length output), got {v}")
-    return v
 
 
 class GroupedLinear(nn.Module):
@@ -150,18 +143,13 @@ class BGCA(GraphModule):
         groups: int = Field(
             8, gt=0, description="blocks of the block-diagonal Q/K/V projections; 1 = dense projections"
         )
-        kernel_sizes: list[int] = Field(
+        kernel_sizes: list[OddInt] = Field(
             [3, 5, 7], min_length=1, description="odd kernel widths of the multi-scale convolution (eq. 3)"
         )
         residual: bool = Field(
             True, description="add the projected query-side input to each attention output (Attn_i)"
         )
         dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on attention weights and on out")
-
-        @field_validator("kernel_sizes")
-        @classmethod
-        def _odd(cls, v: list[int]) -> list[int]:
-            return check_kernel_sizes(v)
 
         @model_validator(mode="after")
         def _divisible(self) -> Self:

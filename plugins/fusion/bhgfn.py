@@ -36,10 +36,10 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .basic import _check_count
 
@@ -102,19 +102,12 @@ class BHGFN(GraphModule):
             "projected to D when it differs, the slave enters through its D-sized projections",
         )
         heads: int = Field(8, gt=0, description="attention heads; must divide D")
-        kernel_size: int = Field(
-            3, gt=0, description="odd length of the dynamic (per-sample) kernels and the spatial gate"
+        kernel_size: OddInt = Field(
+            3, description="odd length of the dynamic (per-sample) kernels and the spatial gate"
         )
         dropout: float = Field(
             0.1, ge=0.0, lt=1.0, description="dropout on attention weights and on the gated branch"
         )
-
-        @field_validator("kernel_size")
-        @classmethod
-        def _odd(cls, value: int) -> int:
-            if value % 2 == 0:
-                raise ValueError(f"kernel_size must be odd, got {value}")
-            return value
 
     n_inputs: ClassVar[tuple[int, int | None]] = (2, 2)
 

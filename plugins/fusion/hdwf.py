@@ -50,10 +50,10 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .basic import _check_count
 from .bhgfn import attention_weights, masked_mean, merge_heads, split_heads
@@ -70,20 +70,13 @@ class HDWF(GraphModule):
             "the key projection maps the slave to D",
         )
         heads: int = Field(8, gt=0, description="attention heads = weighted groups of eq. 29; must divide D")
-        kernel_size: int = Field(3, gt=0, description="odd kernel length of the slave's spatial weighting")
+        kernel_size: OddInt = Field(3, description="odd kernel length of the slave's spatial weighting")
         layer_scale_init: float = Field(
             1e-6, ge=0.0, description="initial per-channel layer scale lambda on the master (paper: 1e-6)"
         )
         dropout: float = Field(
             0.1, ge=0.0, lt=1.0, description="dropout on attention weights and on the fused features"
         )
-
-        @field_validator("kernel_size")
-        @classmethod
-        def _odd(cls, value: int) -> int:
-            if value % 2 == 0:
-                raise ValueError(f"kernel_size must be odd, got {value}")
-            return value
 
     n_inputs: ClassVar[tuple[int, int | None]] = (2, 2)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import ClassVar, Self
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
-from .bgca import MultiScaleConv, check_inputs, check_kernel_sizes, masked_attention
+from .bgca import MultiScaleConv, check_inputs, masked_attention
 
 
 class LDFN(GraphModule):
@@ -56,15 +56,10 @@ class LDFN(GraphModule):
     class Config(PluginConfig):
         dim: int = Field(256, gt=0, description="common width every input is projected to; size of out")
         heads: int = Field(1, gt=0, description="attention heads of the cross-dense attention (eq. 8 has 1)")
-        kernel_sizes: list[int] = Field(
+        kernel_sizes: list[OddInt] = Field(
             [3, 5, 7], min_length=1, description="odd kernel widths of the multi-scale convolution (eq. 11)"
         )
         dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on attention weights and on out")
-
-        @field_validator("kernel_sizes")
-        @classmethod
-        def _odd(cls, v: list[int]) -> list[int]:
-            return check_kernel_sizes(v)
 
         @model_validator(mode="after")
         def _divisible(self) -> Self:

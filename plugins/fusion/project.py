@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal, Self
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .basic import _check_count
 
@@ -31,22 +31,13 @@ class Project(GraphModule):
         dim: int = Field(
             gt=0, description="output size (e.g. 256 for PseAAC or EMBER2, 512 for BLOSUM62 or AAindex)"
         )
-        conv_kernel: int | None = Field(
+        conv_kernel: OddInt | None = Field(
             3, description="odd width of the residual conv after the linear layer; null for none"
         )
         activation: Literal["gelu", "relu", "silu"] = Field(
             "gelu", description="activation after the conv (only with a conv)"
         )
         dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the output")
-
-        @field_validator("conv_kernel")
-        @classmethod
-        def _odd(cls, v: int | None) -> int | None:
-            if v is not None and (v < 1 or v % 2 == 0):
-                raise ValueError(
-                    f"conv_kernel must be a positive odd width (same-length, centred output), got {v}"
-                )
-            return v
 
         @model_validator(mode="after")
         def _activation_needs_conv(self) -> Self:
