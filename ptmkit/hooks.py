@@ -61,9 +61,14 @@ def build_registry(entry_points: list[md.EntryPoint] | None = None) -> Registry:
         except Exception as exc:  # a broken plugin must not take the others down
             registry.broken[dist] = f"failed to load entry point {ep.name!r}: {exc}"
             continue
-        for impl in pm.hook.ptmkit_register.get_hookimpls():
-            if impl.plugin is not module:
-                continue
+        impls = [i for i in pm.hook.ptmkit_register.get_hookimpls() if i.plugin is module]
+        if not impls:  # the likeliest first mistake: a ptmkit_register without @hookimpl
+            registry.broken[dist] = (
+                f"entry point {ep.name!r} has no ptmkit_register hook implementation; "
+                "decorate it with @ptmkit.hooks.hookimpl"
+            )
+            continue
+        for impl in impls:
             registrar = Registrar(registry, dist, version)
             try:
                 impl.function(registry=registrar)

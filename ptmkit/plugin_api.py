@@ -79,7 +79,7 @@ class Feature(ABC):
         """name + params + version: equal keys promise equal outputs."""
         payload = json.dumps(
             {
-                "cls": type(self).__qualname__,
+                "cls": f"{type(self).__module__}.{type(self).__qualname__}",
                 "version": self.version,
                 "config": self.config.model_dump(mode="json"),
             },

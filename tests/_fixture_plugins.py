@@ -46,3 +46,9 @@ class OldApi:
     @hookimpl
     def ptmkit_register(registry: Registrar) -> None:
         registry.feature("constant4", Constant)
+
+
+class NoHookimpl:
+    @staticmethod
+    def ptmkit_register(registry: Registrar) -> None:  # forgot @hookimpl
+        registry.feature("constant5", Constant)

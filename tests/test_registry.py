@@ -76,3 +76,8 @@ def test_incompatible_api_version_is_refused():
     assert "plugin API 0" in registry.broken["OldApi"]
     with pytest.raises(RegistryError):
         registry.get("feature", "constant4")
+
+
+def test_register_function_without_hookimpl_is_reported():
+    registry = build_registry(_eps("_fixture_plugins:NoHookimpl"))
+    assert "@ptmkit.hooks.hookimpl" in registry.broken["NoHookimpl"]
