@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import traceback
 import warnings
@@ -131,6 +130,13 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugins_new(args: argparse.Namespace) -> int:
+    from .scaffold import scaffold
+
+    print(scaffold(args.name, kind=args.kind, directory=args.dir).next_steps())
+    return 0
+
+
 def cmd_cache_info(args: argparse.Namespace) -> int:
     from .embcache import cache_info
 
@@ -167,6 +173,86 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_models(refs: list[str], args: argparse.Namespace) -> list:
+    """Load each MODEL once (folder, run id, runs:/ or models:/ URI) with ptmkit's safe loader."""
+    import torch
+
+    from .packaging import load_model
+    from .tracking import tracking_uri
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    uri = tracking_uri(args.uri)
+    return [load_model(ref, tracking_uri=uri, device=getattr(args, "device", "cpu")) for ref in refs]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_file
+
+    models = _load_models(args.models, args)
+    summary = predict_file(
+        models,
+        Path(args.fasta),
+        Path(args.output),
+        rule=args.rule,
+        threshold=args.threshold,
+        plot_dir=Path(args.plot) if args.plot else None,
+        plot_max=args.plot_max,
+        batch_size=args.batch_size,
+        known_sites=args.known_sites,
+        progress=not args.quiet,
+    )
+    print(summary.render())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from .datasets import resolve_data_root
+    from .evaluate import evaluate_model
+    from .table import render
+
+    options = {k: yaml.safe_load(v) for k, v in _kv(args.option, "--option").items()}
+    (model,) = _load_models([args.model], args)
+    result = evaluate_model(
+        model,
+        args.source,
+        reader=args.reader,
+        split=args.split,
+        options=options,
+        data_root=resolve_data_root(args.data_root),
+        progress=not args.quiet,
+    )
+    c = result.counts
+    print(
+        f"{model.name} ({model.ptm}, {model.residues}, window {model.window}) on {args.source}"
+        f"{f' split {args.split}' if args.split else ''} (reader {result.reader}): {c['sites']} sites "
+        f"({c['positive']} positive, {c['negative']} negative) in {c['proteins']} proteins"
+    )
+    if result.dropped_residues:
+        print(f"left out {result.dropped_residues} rows whose centre is not {model.residues}")
+    print(render(result.frame(), args.format), end="")
+    print(f"sensitivity at 95% specificity: {result.report['sen_at_spec95']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .packaging import register
+    from .tracking import tracking_uri
+
+    version = register(args.run_id, args.name, alias=args.alias, tracking_uri=tracking_uri(args.uri))
+    ref = f"models:/{args.name}@{args.alias}" if args.alias else f"models:/{args.name}/{version}"
+    alias = f", alias {args.alias!r}" if args.alias else ""
+    print(f"registered run {args.run_id} as {args.name!r} version {version}{alias}; load it as {ref}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from .tracking import artifact_root, tracking_uri
 
@@ -189,11 +275,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if root:
         cmd += ["--default-artifact-root", root]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    # become the server: a signal to `ptmkit ui` then reaches it, and no orphan is left behind
+    os.execve(sys.executable, cmd, env)
+    return 0  # pragma: no cover - execve does not return
 
 
 def parser() -> argparse.ArgumentParser:
@@ -250,6 +335,11 @@ def parser() -> argparse.ArgumentParser:
     pll.add_argument("--kind", choices=["reader", "feature", "fusion", "backbone", "head", "loss"])
     pll.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
     pll.set_defaults(func=cmd_plugins_list)
+    pln = pl.add_parser("new", help="scaffold a plugin package (pyproject, entry point, plugin, test)")
+    pln.add_argument("name", help="distribution name, e.g. ptmkit-hydrophobic (plugin 'hydrophobic')")
+    pln.add_argument("--kind", choices=["feature", "fusion", "loss"], default="feature")
+    pln.add_argument("--dir", default=".", help="folder to create NAME/ in (default: current folder)")
+    pln.set_defaults(func=cmd_plugins_new)
 
     ca = sub.add_parser("cache", help="language-model embedding cache").add_subparsers(
         dest="cache_command", required=True
@@ -282,6 +372,63 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--uri")
     u.set_defaults(func=cmd_ui)
+
+    uri_help = "tracking URI for run ids, runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    pr = sub.add_parser(
+        "predict",
+        help="scan whole proteins (FASTA) with one or more packaged models; write a site table",
+        description="Every candidate residue of each model's PTM type in every protein gets a score and "
+        "a call. MODEL: a model folder, a run id, runs:/<run_id>/model or models:/<name>@<alias>.",
+    )
+    pr.add_argument("models", nargs="+", metavar="MODEL", help="one or more models (a multi-PTM scan)")
+    pr.add_argument("fasta", metavar="FASTA", help="proteins to scan (plain or .gz)")
+    pr.add_argument("-o", "--output", required=True, help="output TSV (a sidecar OUTPUT.json is written too)")
+    rules = pr.add_mutually_exclusive_group()
+    rules.add_argument(
+        "--rule",
+        choices=["val_spec95", "val_max_mcc", "0.5"],
+        default=None,
+        help="threshold rule (default val_spec95: the validation threshold at 95%% specificity)",
+    )
+    rules.add_argument("--threshold", type=float, help="one fixed threshold for every model")
+    pr.add_argument("--plot", metavar="DIR", help="write a score-along-sequence PNG per protein into DIR")
+    pr.add_argument("--plot-max", type=int, default=50, help="plot at most this many proteins (default 50)")
+    pr.add_argument("--batch-size", type=int, default=2048, help="candidate sites per protein batch")
+    pr.add_argument(
+        "--known-sites", action="store_true", help="add a 'known' column from '#' marks in the input"
+    )
+    pr.add_argument("--threads", type=int, help="torch CPU threads")
+    pr.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    pr.add_argument("--uri", help=uri_help)
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="metrics of a packaged model on a labelled held-out set")
+    ev.add_argument("model", help="model folder, run id, runs:/<run_id>/model or models:/<name>@<alias>")
+    ev.add_argument(
+        "source", help="annotated file (e.g. '#'-marked FASTA) or a catalogue name like uniptms:K2"
+    )
+    ev.add_argument(
+        "--reader",
+        help="reader of the file (default: protein_sites if headers carry '#pos', else musite_fasta)",
+    )
+    ev.add_argument("--split", help="only this split (catalogue sources: e.g. test)")
+    ev.add_argument("--option", action="append", metavar="KEY=VALUE", help="extra reader option (repeatable)")
+    ev.add_argument("--data-root")
+    ev.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    ev.add_argument("--json", metavar="FILE", help="also write counts, thresholds and metrics as JSON")
+    ev.add_argument("--threads", type=int, help="torch CPU threads")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--uri", help=uri_help)
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rg = sub.add_parser("register", help="register a run's model in the MLflow model registry")
+    rg.add_argument("run_id")
+    rg.add_argument("name", help="registered model name")
+    rg.add_argument("--alias", help="alias to point at the new version, e.g. production")
+    rg.add_argument("--uri", help=uri_help)
+    rg.set_defaults(func=cmd_register)
     return p
 
 

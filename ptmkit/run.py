@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics, plots, tracking
+from . import metrics, packaging, plots, tracking
 from .datasets import DatasetInfo, load_source
 from .errors import PtmkitError
 from .featurize import build_features, encode_all, padding_mask
@@ -210,30 +209,22 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress) -> Ru
         mlflow.log_artifact(str(work / "roc_pr.png"), "plots")
         mlflow.log_artifact(str(work / "training.png"), "plots")
 
-        model_dir = work / "model"
-        model_dir.mkdir()
-        torch.save(model.state_dict(), model_dir / "weights.pt")
-        (model_dir / "recipe.yaml").write_text(recipe.to_yaml())
-        (model_dir / "model.json").write_text(
-            json.dumps(
-                {
-                    "format": "ptmkit-model/1",
-                    "dataset": info.name,
-                    "ptm": info.ptm,
-                    "residues": info.residues,
-                    "window": table.width,
-                    "features": {n: {"cache_key": f.cache_key(), "dim": f.dim} for n, f in features.items()},
-                    "thresholds": {
-                        "default": 0.5,
-                        "val_max_mcc": threshold,
-                        "val_spec95": threshold95,
-                    },
-                    "best_epoch": result.best_epoch,
-                },
-                indent=2,
-            )
+        # the packaged model (ptmkit.packaging): plain `model/` artifacts + an mlflow.pyfunc model
+        active = mlflow.active_run()
+        package = packaging.write_package(
+            work / "model",
+            model=model,
+            recipe=recipe,
+            features=features,
+            dataset=info.name,
+            ptm=info.ptm,
+            residues=info.residues,
+            window=table.width,
+            thresholds={"val_max_mcc": threshold, "val_spec95": threshold95},
+            best_epoch=result.best_epoch,
+            run_id=active.info.run_id if active else None,
         )
-        mlflow.log_artifacts(str(model_dir), "model")
+        packaging.log_package(package)
 
     return RunSummary(
         run_id="",

@@ -1,0 +1,187 @@
+"""Evaluate a packaged model on a held-out labelled set, through the very path training used.
+
+The source is read by a reader (any format: a file with ``--reader``, or a catalogue name),
+windows are cut with the model's width, features encoded and scores computed with
+``train.predict``, so on the windows of a run's own test split the metrics equal the run's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import catalog, metrics
+from .datasets import load_source
+from .errors import PtmkitError
+from .featurize import encode_all, padding_mask
+from .packaging import LoadedModel
+from .sitetable import SiteTable
+from .train import Split, predict
+
+#: Readers picked for a file when ``--reader`` is not given (by the first header).
+AUTO_READERS = ("protein_sites", "musite_fasta")
+
+
+@dataclass
+class Evaluation:
+    model: LoadedModel
+    source: str
+    reader: str
+    split: str | None
+    table: SiteTable
+    scores: np.ndarray
+    report: dict[str, float]
+    dropped_residues: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        labels = self.table.labels
+        return {
+            "sites": len(labels),
+            "positive": int(labels.sum()),
+            "negative": int(len(labels) - labels.sum()),
+            "proteins": int(self.table.frame["protein_id"].nunique()),
+        }
+
+    def frame(self) -> pd.DataFrame:
+        """Rows: threshold rules; columns: metrics (like ``ptmkit run``'s test table)."""
+        r = self.report
+        t = self.model.thresholds
+        rows = {
+            "threshold 0.5": {k: r[k] for k in metrics.NAMES},
+            f"val_max_mcc threshold {t['val_max_mcc']:.4f}": {
+                **{k: r[f"tuned_{k}"] for k in ("acc", "sen", "spec", "mcc")},
+                "auc": r["auc"],
+                "ap": r["ap"],
+            },
+        }
+        if "val_spec95" in t:
+            rows[f"val_spec95 threshold {t['val_spec95']:.4f}"] = {
+                **{k: r[f"spec95_{k}"] for k in ("acc", "sen", "spec", "mcc")},
+                "auc": r["auc"],
+                "ap": r["ap"],
+            }
+        frame = pd.DataFrame.from_dict(rows, orient="index")[list(metrics.NAMES)]
+        frame.index.name = "rule"
+        return frame
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model.ref,
+            "run_id": self.model.meta.get("run_id"),
+            "source": self.source,
+            "reader": self.reader,
+            "split": self.split,
+            "counts": self.counts,
+            "thresholds": self.model.thresholds,
+            "metrics": self.report,
+            "dropped_off_target_rows": self.dropped_residues,
+        }
+
+
+def guess_reader(path: Path) -> str:
+    """``protein_sites`` when the first header carries '#pos' tokens (K2), else ``musite_fasta``."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        for line in fh:
+            if line.startswith(">"):
+                tokens = line[1:].split()
+                if any(t.startswith("#") and t[1:].isdigit() for t in tokens):
+                    return "protein_sites"
+                return "musite_fasta"
+    return "musite_fasta"
+
+
+def load_labelled(
+    model: LoadedModel,
+    source: str,
+    *,
+    reader: str | None,
+    split: str | None,
+    options: dict[str, Any] | None,
+    data_root: Path,
+) -> tuple[SiteTable, str, int]:
+    """Read ``source`` with the model's window; keep ``split`` and the model's residues."""
+    if catalog.is_catalog_name(source):
+        if reader or options:
+            raise PtmkitError("--reader/--option apply to files; a catalogue name brings its own reader")
+        entry = catalog.get(source)
+        reader_name = entry.reader
+        files = entry.config.get("files")
+        if split and isinstance(files, dict) and split in files:
+            # read only the requested split's file (K2's test proteins, not its 55k training rows)
+            settings = {
+                **entry.config,
+                "reader": entry.reader,
+                "files": {split: files[split]},
+                "ptm": entry.ptm,
+                "residues": entry.residues,
+            }
+            base = Path(data_root) / catalog.COLLECTION
+            table, _ = load_source(settings, base_dir=base, data_root=data_root, window=model.window)
+        else:
+            table, _ = load_source(source, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise PtmkitError(f"{source}: no such file and not a catalogue name (like uniptms:K2)")
+        reader_name = reader or guess_reader(path)
+        from .hooks import get_registry
+
+        if "files" not in get_registry().get("reader", reader_name).obj.Config.model_fields:
+            raise PtmkitError(
+                f"reader {reader_name!r} takes no 'files' option; evaluate reads one file with readers "
+                "that do (protein_sites, musite_fasta, fasta_fragments, csv_sites) or a catalogue name"
+            )
+        settings: dict[str, Any] = {
+            "reader": reader_name,
+            "files": {split or "test": str(path.resolve())},
+            "residues": model.residues,
+            "ptm": model.ptm,
+            **(options or {}),
+        }
+        table, info = load_source(settings, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+    if split:
+        present = sorted(set(table.frame["split"]))
+        if split not in present:
+            raise PtmkitError(f"{source} has no {split!r} split; it has {', '.join(present)}")
+        table = table.split(split)
+    keep = table.frame["residue"].isin(list(model.residues)).to_numpy()
+    dropped = int((~keep).sum())
+    table = table.subset(keep)
+    if not len(table):
+        raise PtmkitError(f"{source}: no site with a {model.residues} centre residue to evaluate")
+    if table.width != model.window:
+        raise PtmkitError(f"{source}: windows of width {table.width}, but the model reads {model.window}")
+    return table, reader_name, dropped
+
+
+def evaluate_model(
+    model: LoadedModel,
+    source: str,
+    *,
+    reader: str | None = None,
+    split: str | None = None,
+    options: dict[str, Any] | None = None,
+    data_root: Path,
+    progress: bool = False,
+) -> Evaluation:
+    """Metrics of ``model`` on a labelled source (``metrics.evaluate`` + the val_spec95 cut-off)."""
+    table, reader_name, dropped = load_labelled(
+        model, source, reader=reader, split=split, options=options, data_root=data_root
+    )
+    tensors = encode_all(model.features, table, progress=progress)
+    labels = table.labels
+    rows = Split(tensors, padding_mask(table), torch.tensor(labels, dtype=torch.float32))
+    device = next(model.model.parameters(), torch.empty(0)).device
+    scores = predict(model.model, rows, device)
+    thresholds = model.thresholds
+    report = metrics.evaluate(labels, scores, thresholds["val_max_mcc"])
+    if "val_spec95" in thresholds:
+        at95 = metrics.at_threshold(labels, scores, thresholds["val_spec95"])
+        report.update({f"spec95_{k}": at95[k] for k in ("acc", "sen", "spec", "mcc")})
+    return Evaluation(model, source, reader_name, split, table, scores, report, dropped)

@@ -1,0 +1,745 @@
+"""Whole-protein scanning: FASTA in, a long site table (and optional plots) out, for many models.
+
+Every residue of each model's target type in every protein is scored once. The FASTA is read
+as a stream and scanned in protein batches of about ``batch_size`` candidate sites, so memory
+stays bounded on proteome-sized inputs and rows are written as they are produced. Within a
+batch, models that share a window width share the candidate rows, and each feature (by cache
+key plus fitted-state digest) is encoded once for all of them.
+
+Proteins that cannot be scanned are never dropped silently: empty records, records with letters
+outside the 20 standard amino acids (B, Z, J, U, O, X, '*', digits ...), duplicate ids, badly
+placed '#' marks and proteins shorter than a model's window each get a warning naming the file
+and the header line, and are counted in the summary and listed in the sidecar JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .alphabet import PAD, STANDARD
+from .errors import DataError, PtmkitError
+from .featurize import encode_all, padding_mask
+from .packaging import RULES, LoadedModel
+from .sitetable import COLUMNS as TABLE_COLUMNS
+from .sitetable import SiteTable
+
+#: Columns of the output table, in order (``known`` is appended with ``--known-sites``).
+COLUMNS = ["protein_id", "position", "residue", "ptm_type", "score", "call", "model"]
+#: Per-protein warnings printed before the rest go to the sidecar JSON only.
+MAX_WARNINGS = 20
+STANDARD_SET = frozenset(STANDARD)
+#: UniProt ``sp|ACC|NAME ...`` -> ACC; otherwise the first word (up to '|', space or '#').
+_ID = re.compile(r"(?:[A-Za-z]+\|)?(?P<id>[^|\s#]+)")
+_SITE_TOKEN = re.compile(r"#(\d+)")
+REASONS = {
+    "empty": "empty sequence",
+    "non-standard": "non-standard letter",
+    "too-short": "shorter than the window",
+    "duplicate": "duplicate protein id",
+    "malformed": "malformed record",
+}
+
+
+@dataclass(slots=True)
+class Protein:
+    protein_id: str
+    sequence: str
+    origin: str  # file:line of the header
+    known: tuple[int, ...] = ()  # 1-based positions marked in the input ('#' or '#pos' headers)
+
+
+@dataclass(slots=True)
+class Skipped:
+    protein_id: str
+    origin: str
+    reason: str  # a key of REASONS
+    detail: str
+    model: str | None = None  # set when only this model skipped the protein
+
+    def message(self) -> str:
+        who = f"not scanned by model {self.model}" if self.model else "skipped"
+        return f"{self.origin}: protein {self.protein_id!r} {who}: {self.detail}"
+
+
+# ---------------------------------------------------------------------------- reading
+@contextlib.contextmanager
+def _open_text(path: Path) -> Iterator[TextIO]:
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None) as text:  # type: ignore[arg-type]
+        yield text
+
+
+def count_records(path: Path) -> int | None:
+    """Number of '>' header lines (a fast binary pass) for the progress bar's total."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        n, last = 0, b"\n"
+        with opener(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                n += block.count(b"\n>") + (last == b"\n" and block[:1] == b">")
+                last = block[-1:]
+        return n
+    except OSError:
+        return None
+
+
+class ProteinChecker:
+    """Turns raw records into ``Protein`` or ``Skipped`` (shared by the FASTA and DataFrame paths)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def check(
+        self, protein_id: str | None, parts: list[tuple[int, str]], origin: str, rest: str
+    ) -> Protein | Skipped:
+        """Validate one record; ``rest`` is the header after the id (where '#pos' marks may be)."""
+        if not protein_id:
+            return Skipped("?", origin, "malformed", "the header holds no protein id")
+        if protein_id in self.seen:
+            return Skipped(protein_id, origin, "duplicate", f"id already read at {self.seen[protein_id]}")
+        self.seen[protein_id] = origin
+        known = [int(t[1:]) for t in rest.split() if _SITE_TOKEN.fullmatch(t)]
+        seq = "".join("".join(p.split()) for _, p in parts).upper()
+        if "#" in seq:  # MusiteDeep style: '#' right after each modified residue
+            marked = []
+            for n_before, hit in enumerate(re.finditer("#", seq)):
+                i = hit.start()
+                if i == 0 or seq[i - 1] == "#":
+                    return Skipped(
+                        protein_id, origin, "malformed", f"'#' at sequence index {i + 1} follows no residue"
+                    )
+                marked.append(i - n_before)
+            known += marked
+            seq = seq.replace("#", "")
+        if not seq:
+            return Skipped(protein_id, origin, "empty", "the record has no sequence")
+        if not STANDARD_SET.issuperset(seq):
+            return Skipped(protein_id, origin, "non-standard", _bad_letter(parts))
+        return Protein(protein_id, seq, origin, tuple(sorted(set(known))))
+
+
+def _bad_letter(parts: list[tuple[int, str]]) -> str:
+    residue = 0
+    for line, text in parts:
+        for char in "".join(text.split()).upper():
+            if char == "#":
+                continue
+            residue += 1
+            if char not in STANDARD_SET:
+                where = f" (line {line})" if line else ""
+                return (
+                    f"non-standard letter {char!r} at residue {residue}{where}; only {STANDARD} are scanned"
+                )
+    return "non-standard letters"  # pragma: no cover - called only when one exists
+
+
+def read_fasta(path: Path) -> Iterator[Protein | Skipped]:
+    """Stream a FASTA file (plain or .gz; wrapped lines, CRLF, blank lines and lowercase accepted)."""
+    checker = ProteinChecker()
+    header: str | None = None
+    header_line = 0
+    parts: list[tuple[int, str]] = []
+
+    def finish() -> Protein | Skipped:
+        origin = f"{path}:{header_line}"
+        match = _ID.match(header or "")
+        return checker.check(
+            match.group("id") if match else None, parts, origin, (header or "")[match.end() if match else 0 :]
+        )
+
+    with _open_text(path) as fh:
+        for number, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            if line[0] == ">":
+                if header is not None:
+                    yield finish()
+                header, header_line, parts = line[1:].strip(), number, []
+                continue
+            if header is None:
+                raise DataError(
+                    "sequence line before any '>' header line (is this FASTA?)", path=path, line=number
+                )
+            parts.append((number, line))
+    if header is None:
+        raise DataError("no '>' header line found (is this a FASTA file?)", path=path)
+    yield finish()
+
+
+# ---------------------------------------------------------------------------- scanning
+@dataclass
+class ScanModel:
+    """A loaded model as used in one scan: its output label and the cut-off in force."""
+
+    model: LoadedModel
+    label: str
+    rule: str
+    threshold: float
+
+
+def scan_models(
+    models: list[LoadedModel], *, rule: str | None = None, threshold: float | None = None
+) -> list[ScanModel]:
+    """Labels (recipe names, numbered when two coincide) and thresholds of the models."""
+    if threshold is not None and rule is not None:
+        raise PtmkitError("give either a threshold rule or a threshold value, not both")
+    if rule is not None and rule not in RULES:
+        raise PtmkitError(f"unknown threshold rule {rule!r}; choose one of {', '.join(RULES)}")
+    names = [m.name for m in models]
+    out = []
+    for i, m in enumerate(models):
+        label = m.name if names.count(m.name) == 1 else f"{m.name}-{i + 1}"
+        if threshold is not None:
+            out.append(ScanModel(m, label, "user", float(threshold)))
+        else:
+            chosen = rule or RULES[0]
+            out.append(ScanModel(m, label, chosen, m.threshold(chosen)))
+    return out
+
+
+class Scanner:
+    """Scores protein batches with several models, sharing windows and feature encodings."""
+
+    def __init__(self, models: list[ScanModel], batch_size: int = 2048) -> None:
+        if not models:
+            raise PtmkitError("no model to scan with")
+        self.models = models
+        self.batch_size = batch_size
+        self.groups: dict[int, list[int]] = {}
+        for i, m in enumerate(models):
+            self.groups.setdefault(m.model.window, []).append(i)
+        self.residues = {
+            w: "".join(sorted({r for i in idx for r in models[i].model.residues}))
+            for w, idx in self.groups.items()
+        }
+        self._pattern = {w: re.compile(f"[{res}]") for w, res in self.residues.items()}
+        self.min_window = min(self.groups)
+        self.encoded = 0  # feature encodings computed ...
+        self.reused = 0  # ... and served from another model's encoding
+        self.encode_seconds = 0.0
+        self.model_seconds = 0.0
+
+    def cost(self, protein: Protein) -> int:
+        """Candidate rows this protein adds to a batch (over all window groups)."""
+        return sum(sum(protein.sequence.count(r) for r in res) for res in self.residues.values())
+
+    def skip_too_short(self, protein: Protein) -> Skipped | None:
+        """A protein shorter than every model's window is skipped whole."""
+        if len(protein.sequence) >= self.min_window:
+            return None
+        windows = sorted(self.groups)
+        what = f"the window {windows[0]}" if len(windows) == 1 else f"every model's window ({windows})"
+        return Skipped(
+            protein.protein_id,
+            protein.origin,
+            "too-short",
+            f"length {len(protein.sequence)} is shorter than {what}",
+        )
+
+    def scan(self, proteins: list[Protein]) -> tuple[pd.DataFrame, list[Skipped]]:
+        """Rows for every (protein, model, candidate position), ordered protein, model, position."""
+        frames: list[pd.DataFrame] = []
+        skipped: list[Skipped] = []
+        for width, indices in self.groups.items():
+            eligible = []
+            for k, p in enumerate(proteins):
+                if len(p.sequence) < width:
+                    for i in indices:
+                        detail = f"length {len(p.sequence)} is shorter than its window {width}"
+                        skipped.append(
+                            Skipped(p.protein_id, p.origin, "too-short", detail, self.models[i].label)
+                        )
+                else:
+                    eligible.append((k, p))
+            table, index = self._rows(eligible, width)
+            if not len(table):
+                continue
+            mask = padding_mask(table)
+            residues = table.frame["residue"].to_numpy()
+            cache: dict[str, torch.Tensor] = {}
+            for i in indices:
+                scan_model = self.models[i]
+                model = scan_model.model
+                keep = np.isin(residues, list(model.residues))
+                if not keep.any():
+                    continue
+                rows = None if keep.all() else torch.from_numpy(np.nonzero(keep)[0])
+                tensors = {}
+                for name, feature in model.features.items():
+                    key = model.feature_keys[name]
+                    if key in cache:
+                        self.reused += 1
+                    else:
+                        t0 = time.perf_counter()
+                        cache[key] = encode_all({name: feature}, table, progress=False)[name]
+                        self.encode_seconds += time.perf_counter() - t0
+                        self.encoded += 1
+                    tensors[name] = cache[key] if rows is None else cache[key][rows]
+                t0 = time.perf_counter()
+                scores = model.scores(tensors, mask if rows is None else mask[rows], self.batch_size)
+                self.model_seconds += time.perf_counter() - t0
+                part = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
+                part["ptm_type"] = model.ptm
+                part["score"] = scores.astype(np.float64)
+                part["call"] = (scores >= scan_model.threshold).astype(np.int64)
+                part["model"] = scan_model.label
+                part["_protein"] = index[keep]
+                part["_model"] = i
+                frames.append(part)
+        if not frames:
+            return pd.DataFrame(columns=[*COLUMNS, "_protein", "_model"]), skipped
+        out = pd.concat(frames, ignore_index=True)
+        out = out.sort_values(["_protein", "_model", "position"], kind="mergesort").reset_index(drop=True)
+        return out, skipped
+
+    def _rows(self, eligible: list[tuple[int, Protein]], width: int) -> tuple[SiteTable, np.ndarray]:
+        """Candidate rows of one window group as a SiteTable (windows exactly as ``window_at``
+        cuts them), and the batch index of each row's protein."""
+        half = width // 2
+        pad = PAD * half
+        pattern = self._pattern[width]
+        ids: list[str] = []
+        positions: list[int] = []
+        windows: list[str] = []
+        origins: list[str] = []
+        owner: list[int] = []
+        for k, p in eligible:
+            padded = pad + p.sequence + pad
+            for hit in pattern.finditer(p.sequence):
+                start = hit.start()
+                ids.append(p.protein_id)
+                positions.append(start + 1)
+                windows.append(padded[start : start + width])
+                origins.append(p.origin)
+                owner.append(k)
+        frame = pd.DataFrame(
+            {
+                "protein_id": ids,
+                "position": pd.array(positions, dtype="Int64"),
+                "residue": [w[half] for w in windows],
+                "window": windows,
+                "label": np.zeros(len(ids), dtype=np.int64),
+                "task": "predict",
+                "split": "unsplit",
+                "origin": origins,
+            },
+            columns=TABLE_COLUMNS,
+        )
+        proteins = {p.protein_id: p.sequence for _, p in eligible}
+        return SiteTable(frame, proteins), np.asarray(owner, dtype=np.int64)
+
+
+def batches(
+    records: Iterable[Protein | Skipped], scanner: Scanner, batch_size: int
+) -> Iterator[tuple[list[Protein], list[Skipped]]]:
+    """Group the stream into protein batches of about ``batch_size`` candidate rows each."""
+    proteins: list[Protein] = []
+    skipped: list[Skipped] = []
+    budget = 0
+    for record in records:
+        if isinstance(record, Protein):
+            short = scanner.skip_too_short(record)
+            if short is not None:
+                skipped.append(short)
+                continue
+            proteins.append(record)
+            budget += scanner.cost(record)
+        else:
+            skipped.append(record)
+        if budget >= batch_size:
+            yield proteins, skipped
+            proteins, skipped, budget = [], [], 0
+    if proteins or skipped:
+        yield proteins, skipped
+
+
+# ---------------------------------------------------------------------------- output
+@dataclass
+class PredictSummary:
+    """What a scan did: counts per skip reason, sites and calls per model, speed, outputs."""
+
+    output: Path
+    sidecar: Path
+    models: list[dict[str, Any]]
+    proteins_read: int = 0
+    proteins_scanned: int = 0
+    no_candidates: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    partial: Counter[str] = field(default_factory=Counter)
+    sites: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)
+    known_marked: int = 0
+    known_candidates: Counter[str] = field(default_factory=Counter)
+    known_called: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    plots: list[str] = field(default_factory=list)
+    plot_limit: int = 0
+    plottable: int = 0
+    feature_encodings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_sites(self) -> int:
+        return sum(self.sites.values())
+
+    def render(self) -> str:
+        n_skip = sum(self.skipped.values())
+        rate = self.total_sites / max(self.seconds, 1e-9)
+        lines = [
+            f"scanned {self.proteins_scanned} of {self.proteins_read} proteins, {self.total_sites} sites in "
+            f"{self.seconds:.1f} s ({self.proteins_scanned / max(self.seconds, 1e-9):.1f} proteins/s, "
+            f"{rate:.0f} sites/s)"
+        ]
+        for m in self.models:
+            label = m["label"]
+            line = (
+                f"  {label}: {m['ptm_type']} ({m['residues']}), {self.sites[label]} sites, "
+                f"{self.calls[label]} called at {m['rule']} threshold {m['threshold']:.4f}"
+            )
+            if self.known_candidates[label]:
+                line += f"; known sites called {self.known_called[label]}/{self.known_candidates[label]}"
+            lines.append(line)
+        if n_skip:
+            why = ", ".join(f"{n} {REASONS[r]}" for r, n in self.skipped.most_common())
+            lines.append(f"skipped {n_skip} protein(s): {why} (each listed in {self.sidecar})")
+        else:
+            lines.append("skipped no protein")
+        if self.partial:
+            why = ", ".join(f"{n} by {label}" for label, n in self.partial.most_common())
+            lines.append(f"not scanned by some models (shorter than their window): {why}")
+        if self.no_candidates:
+            lines.append(f"{self.no_candidates} protein(s) have no candidate residue of any model (no rows)")
+        if self.plot_limit:
+            lines.append(
+                f"plotted {len(self.plots)} of {self.plottable} scanned protein(s) "
+                f"(at most {self.plot_limit}: --plot-max)"
+            )
+        lines.append(f"sites: {self.output}   metadata: {self.sidecar}")
+        return "\n".join(lines)
+
+
+def sidecar_path(output: Path) -> Path:
+    return output.with_name(output.name + ".json")
+
+
+def _header_lines(models: list[ScanModel], fasta: str) -> list[str]:
+    lines = []
+    for m in models:
+        meta = m.model
+        lines.append(
+            f"# ptmkit predict: model={m.label}, ref={meta.ref}, ptm_type={meta.ptm}, "
+            f"residues={meta.residues}, window={meta.window}, rule={m.rule}, threshold={m.threshold:.6f}"
+        )
+    lines.append(
+        f"# ptmkit {__version__}: input={fasta}; position is 1-based; call = 1 when score >= threshold "
+        "(on the unrounded score)"
+    )
+    return lines
+
+
+def predict_file(
+    models: list[LoadedModel],
+    fasta: Path,
+    output: Path,
+    *,
+    rule: str | None = None,
+    threshold: float | None = None,
+    plot_dir: Path | None = None,
+    plot_max: int = 50,
+    batch_size: int = 2048,
+    known_sites: bool = False,
+    progress: bool = True,
+) -> PredictSummary:
+    """Scan every protein of ``fasta`` with every model; write the TSV, its sidecar JSON, plots."""
+    started = time.perf_counter()
+    scan = scan_models(models, rule=rule, threshold=threshold)
+    scanner = Scanner(scan, batch_size)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary(
+        output=output,
+        sidecar=sidecar_path(output),
+        models=[_model_info(m) for m in scan],
+        plot_limit=plot_max if plot_dir else 0,
+    )
+    if plot_dir:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+    columns = [*COLUMNS, *(["known"] if known_sites else [])]
+    skipped_all: list[dict[str, Any]] = []
+    warned = 0
+    partial = output.with_name(output.name + ".partial")
+    bar = tqdm(
+        total=count_records(fasta), desc="scanning", unit="protein", disable=not progress, smoothing=0.1
+    )
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as fh:
+            fh.write("\n".join(_header_lines(scan, str(fasta))) + "\n")
+            fh.write("\t".join(columns) + "\n")
+            for proteins, skipped in batches(read_fasta(fasta), scanner, batch_size):
+                frame, more = scanner.scan(proteins)
+                for item in skipped + more:
+                    skipped_all.append(_skip_record(item))
+                    if item.model:
+                        summary.partial[item.model] += 1
+                    else:
+                        summary.skipped[item.reason] += 1
+                    if warned < MAX_WARNINGS:
+                        warnings.warn(item.message(), UserWarning, stacklevel=2)
+                    elif warned == MAX_WARNINGS:
+                        warnings.warn(
+                            f"more proteins were skipped; all are listed in {summary.sidecar}",
+                            UserWarning,
+                            stacklevel=2,
+                        )
+                    warned += 1
+                summary.proteins_read += len(proteins) + len(skipped)
+                summary.proteins_scanned += len(proteins)
+                _count(summary, proteins, frame)
+                if known_sites:
+                    frame["known"] = _known_column(proteins, frame)
+                if len(frame):
+                    frame[columns].to_csv(fh, sep="\t", header=False, index=False, float_format="%.6f")
+                if plot_dir:
+                    _plots(summary, proteins, frame, scan, plot_dir, plot_max)
+                bar.update(len(proteins) + len(skipped))
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix_str(f"{summary.total_sites / elapsed:.0f} sites/s", refresh=False)
+        partial.replace(output)
+    finally:
+        bar.close()
+        if partial.exists():
+            partial.unlink()
+    summary.seconds = time.perf_counter() - started
+    summary.feature_encodings = {
+        "computed": scanner.encoded,
+        "shared": scanner.reused,
+        "encode_seconds": round(scanner.encode_seconds, 3),
+        "model_seconds": round(scanner.model_seconds, 3),
+    }
+    _write_sidecar(summary, fasta, skipped_all)
+    return summary
+
+
+def _model_info(m: ScanModel) -> dict[str, Any]:
+    meta = m.model.meta
+    return {
+        "label": m.label,
+        "ref": m.model.ref,
+        "run_id": meta.get("run_id"),
+        "name": m.model.name,
+        "dataset": meta.get("dataset"),
+        "ptm_type": m.model.ptm,
+        "residues": m.model.residues,
+        "window": m.model.window,
+        "rule": m.rule,
+        "threshold": m.threshold,
+        "thresholds": m.model.thresholds,
+    }
+
+
+def _skip_record(item: Skipped) -> dict[str, Any]:
+    return {
+        "protein_id": item.protein_id,
+        "origin": item.origin,
+        "reason": item.reason,
+        "detail": item.detail,
+        "model": item.model,
+    }
+
+
+def _known_column(proteins: list[Protein], frame: pd.DataFrame) -> np.ndarray:
+    if not len(frame):
+        return np.zeros(0, dtype=np.int64)
+    known = [set(p.known) for p in proteins]
+    return np.fromiter(
+        (pos in known[k] for k, pos in zip(frame["_protein"], frame["position"], strict=True)),
+        dtype=np.int64,
+        count=len(frame),
+    )
+
+
+def _count(summary: PredictSummary, proteins: list[Protein], frame: pd.DataFrame) -> None:
+    with_rows = set(frame["_protein"].tolist()) if len(frame) else set()
+    summary.no_candidates += sum(1 for k in range(len(proteins)) if k not in with_rows)
+    if len(frame):
+        summary.sites.update(frame["model"].value_counts().to_dict())
+        summary.calls.update(frame.loc[frame["call"] == 1, "model"].value_counts().to_dict())
+    marked = sum(len(p.known) for p in proteins)
+    summary.known_marked += marked
+    if marked and len(frame):
+        known = _known_column(proteins, frame).astype(bool)
+        summary.known_candidates.update(frame.loc[known, "model"].value_counts().to_dict())
+        summary.known_called.update(frame.loc[known & (frame["call"] == 1), "model"].value_counts().to_dict())
+
+
+def _write_sidecar(summary: PredictSummary, fasta: Path, skipped: list[dict[str, Any]]) -> None:
+    data = {
+        "tool": f"ptmkit {__version__} predict",
+        "input": str(fasta),
+        "output": str(summary.output),
+        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith(("ptmkit", "cli.py")) else None,
+        "columns": COLUMNS,
+        "position": "1-based",
+        "call": "1 when score >= threshold",
+        "models": summary.models,
+        "proteins": {
+            "read": summary.proteins_read,
+            "scanned": summary.proteins_scanned,
+            "skipped": dict(summary.skipped),
+            "without_candidates": summary.no_candidates,
+            "not_scanned_by_model": dict(summary.partial),
+        },
+        "sites": dict(summary.sites),
+        "calls": dict(summary.calls),
+        "known_sites": {
+            "marked": summary.known_marked,
+            "candidates": dict(summary.known_candidates),
+            "called": dict(summary.known_called),
+        },
+        "seconds": round(summary.seconds, 3),
+        "sites_per_second": round(summary.total_sites / max(summary.seconds, 1e-9), 1),
+        "feature_encodings": summary.feature_encodings,
+        "plots": summary.plots,
+        "plot_max": summary.plot_limit,
+        "skipped": skipped,
+    }
+    summary.sidecar.write_text(json.dumps(data, indent=2))
+
+
+# ---------------------------------------------------------------------------- plots
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "protein"
+
+
+def _plots(
+    summary: PredictSummary,
+    proteins: list[Protein],
+    frame: pd.DataFrame,
+    scan: list[ScanModel],
+    plot_dir: Path,
+    plot_max: int,
+) -> None:
+    summary.plottable += len(proteins)
+    groups = dict(tuple(frame.groupby("_protein", sort=False))) if len(frame) else {}
+    for k, protein in enumerate(proteins):
+        if len(summary.plots) >= plot_max:
+            return
+        rows = groups.get(k)
+        if rows is None:
+            continue
+        path = plot_dir / f"{len(summary.plots) + 1:04d}_{_safe_name(protein.protein_id)}.png"
+        plot_protein(protein, rows, scan, path)
+        summary.plots.append(str(path))
+
+
+def plot_protein(protein: Protein, rows: pd.DataFrame, scan: list[ScanModel], path: Path) -> Path:
+    """Score along the sequence, one panel per model: threshold line, calls, known sites marked.
+
+    The layout follows the UniPTMs case-study figure: stems at every candidate residue, the
+    cut-off as a dashed line, and the sites the input annotates as red triangles on top.
+    """
+    from .plots import plt  # pyplot with the Agg backend selected (no display needed)
+
+    used = [m for i, m in enumerate(scan) if (rows["_model"] == i).any()]
+    length = len(protein.sequence)
+    fig, axes = plt.subplots(
+        len(used),
+        1,
+        figsize=(min(16, max(9, length / 60)), 1.2 + 2.0 * len(used)),
+        sharex=True,
+        squeeze=False,
+    )
+    known = np.asarray(protein.known, dtype=int)
+    for ax, m in zip(axes[:, 0], used, strict=True):
+        part = rows[rows["model"] == m.label]
+        pos = part["position"].to_numpy(dtype=int)
+        score = part["score"].to_numpy(dtype=float)
+        called = score >= m.threshold
+        ax.vlines(pos, 0, score, color="tab:blue", lw=0.8, alpha=0.7)
+        ax.scatter(pos[~called], score[~called], s=10, facecolors="white", edgecolors="tab:blue", zorder=3)
+        ax.scatter(
+            pos[called], score[called], s=16, color="tab:orange", zorder=4, label=f"called ({called.sum()})"
+        )
+        ax.axhline(m.threshold, ls="--", color="grey", lw=1, label=f"{m.rule} threshold {m.threshold:.3f}")
+        mine = known[np.isin(known, pos)] if len(known) else known
+        if len(mine):
+            ax.scatter(
+                mine,
+                np.full(len(mine), 1.05),
+                marker="v",
+                s=28,
+                color="crimson",
+                zorder=5,
+                label="known site",
+            )
+            for x in mine:
+                ax.axvline(x, color="crimson", lw=0.6, alpha=0.35)
+        ax.set_ylim(0, 1.12)
+        ax.set_xlim(0, length + 1)
+        ax.set_ylabel(f"{m.label}\n{m.model.ptm} ({m.model.residues})", fontsize=8)
+        ax.grid(alpha=0.25)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, frameon=False)
+    axes[-1, 0].set_xlabel("residue position")
+    fig.suptitle(f"{protein.protein_id} ({length} aa)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- in-memory use
+def predict_frame(
+    models: list[LoadedModel],
+    proteins: pd.DataFrame,
+    *,
+    rule: str | None = "val_spec95",
+    threshold: float | None = None,
+    batch_size: int = 2048,
+) -> pd.DataFrame:
+    """The long site table for a DataFrame of ``sequence`` (+ optional ``protein_id``) rows.
+
+    Used by the MLflow pyfunc flavour; skipped proteins are reported as warnings.
+    """
+    if "sequence" not in proteins.columns:
+        raise PtmkitError(f"input needs a 'sequence' column; got {list(proteins.columns)}")
+    ids = (
+        proteins["protein_id"] if "protein_id" in proteins.columns else pd.Series(range(1, len(proteins) + 1))
+    )
+    checker = ProteinChecker()
+    records = [
+        checker.check(str(pid), [(0, str(seq) if isinstance(seq, str) else "")], f"input row {n}", "")
+        for n, (pid, seq) in enumerate(zip(ids, proteins["sequence"], strict=True), 1)
+    ]
+    scan = scan_models(models, rule=None if threshold is not None else rule, threshold=threshold)
+    scanner = Scanner(scan, batch_size)
+    frames = []
+    for batch, skipped in batches(records, scanner, batch_size):
+        frame, more = scanner.scan(batch)
+        for item in skipped + more:
+            warnings.warn(item.message(), UserWarning, stacklevel=2)
+        frames.append(frame[COLUMNS])
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    out = pd.concat(frames, ignore_index=True)
+    out["position"] = out["position"].astype("int64")
+    return out
