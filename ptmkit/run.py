@@ -63,6 +63,12 @@ def _split(table: SiteTable, tensors: dict[str, torch.Tensor], mask: torch.Tenso
     return Split({k: v[index] for k, v in tensors.items()}, mask[index], labels)
 
 
+def plugin_versions(recipe: Recipe) -> dict[str, str]:
+    """``plugin.<distribution>: version`` for every third-party package the recipe uses."""
+    uses = [*recipe.features.values(), *recipe.nodes.values(), *recipe.losses]
+    return {f"plugin.{u.spec.provider}": u.spec.version for u in uses if u.spec.provider != "ptmkit"}
+
+
 def counts(table: SiteTable) -> dict[str, tuple[int, int]]:
     out = {}
     for name in ("train", "valid", "test"):
@@ -99,6 +105,7 @@ def run(recipe: Recipe, *, data_root: Path, progress: bool = True, nested: bool 
         "ptmkit.recipe_hash": recipe.digest(),
         "ptmkit.data_digest": table.digest()[:16],
         **{f"version.{k}": v for k, v in tracking.package_versions().items()},
+        **plugin_versions(recipe),
         **recipe.tracking.tags,
     }
     with mlflow.start_run(

@@ -132,6 +132,7 @@ def test_recipe_with_its_feature_runs_on_real_data(example_installed, data_root,
     assert run.data.params["features.pairs.type"] == "cksaap"
     assert run.data.params["model.nodes.fused.type"] == "gated_sum"
     assert run.data.tags["ptmkit.dataset"] == "uniptms:H1"
+    assert run.data.tags["plugin.ptmkit-plugin-example"] == "0.1.0"  # provenance of third-party parts
     assert "test/mcc" in run.data.metrics
 
 
