@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -249,6 +250,7 @@ class _Locator:
 
     def __init__(self, locations: dict[Key, str]) -> None:
         self.locations = locations
+        self.missing: list[str] = []  # required plugin distributions that are not installed
 
     def __call__(self, path: Key) -> str:
         dotted = ".".join(str(p) for p in path)
@@ -292,7 +294,11 @@ def _plugin_use(
     try:
         spec = registry.get(kind, str(raw["type"]))
     except RegistryError as exc:
-        raise RecipeError(f"{locate(prefix + ('type',))}: {exc}") from None
+        hint = ""
+        if locate.missing:
+            need = ", ".join(locate.missing)
+            hint = f" This recipe requires {need}, not installed here: pip install {' '.join(locate.missing)}"
+        raise RecipeError(f"{locate(prefix + ('type',))}: {exc}{hint}") from None
     config_data = {k: v for k, v in raw.items() if k != "type" and k not in reserved}
     try:
         config = spec.obj.Config.model_validate(config_data)
@@ -302,7 +308,22 @@ def _plugin_use(
     return PluginUse(where=".".join(map(str, prefix)), spec=spec, config=config)
 
 
-TOP_LEVEL = ("name", "data", "features", "model", "losses", "train", "tracking")
+TOP_LEVEL = ("name", "requires", "data", "features", "model", "losses", "train", "tracking")
+
+
+def missing_distributions(requires: Any, locate: _Locator) -> list[str]:
+    """Plugin distributions a recipe declares under ``requires:`` that are not installed."""
+    if requires is None:
+        return []
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise RecipeError(f"{locate(('requires',))}: requires: expected a list of distribution names")
+    missing = []
+    for name in requires:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 def parse(
@@ -319,6 +340,7 @@ def parse(
         raise RecipeError(
             f"{locate((unknown[0],))}: unknown section {unknown[0]!r}; sections are {', '.join(TOP_LEVEL)}"
         )
+    locate.missing = missing_distributions(raw.get("requires"), locate)
     for section in ("data", "features", "model"):
         if section not in raw:
             raise RecipeError(f"{path or 'recipe'}: missing section {section!r}")

@@ -529,3 +529,35 @@ def test_ember2_is_declared_but_not_available() -> None:
     for name in ("esm2", "prott5", "hf_encoder", "ember2"):
         assert registry.get("feature", name)
     assert issubclass(Esm2, PlmFeature)
+
+
+def test_a_recipe_with_a_local_esm2_trains_end_to_end(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path
+) -> None:
+    """uniptms-plm's situation in small: a pLM feature loaded from a local folder feeds a real run."""
+    from mlflow.tracking import MlflowClient
+
+    from ptmkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PTMKIT_DATA", str(data_root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    recipe = tmp_path / "esm.yaml"
+    recipe.write_text(f"""\
+name: h1-tiny-esm2
+data: {{source: "uniptms:H1"}}
+features:
+  esm: {{type: esm2, model: "{models["esm"]}", cache_dir: "{tmp_path / "cache"}", progress: false}}
+  onehot: {{type: onehot}}
+model:
+  nodes:
+    x: {{type: concat, inputs: [esm, onehot]}}
+    head: {{type: mlp_head, inputs: [x], pool: center, hidden: [8]}}
+train: {{epochs: 1, threads: 1}}
+tracking: {{experiment: plm}}
+""")
+    assert main(["run", str(recipe), "--quiet"]) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("plm").experiment_id])
+    assert run.info.status == "FINISHED" and "test/auc" in run.data.metrics
+    assert "1 models" in embcache.cache_info(tmp_path / "cache")

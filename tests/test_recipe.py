@@ -148,3 +148,14 @@ def test_digest_and_flat_params(tmp_path):
     assert flat["model.nodes.enc.hidden"] == "16"
     assert flat["losses.0.type"] == "focal"
     assert flat["model.nodes.x.inputs"] == '["onehot", "blosum"]'
+
+
+def test_requires_names_the_missing_plugin_package(tmp_path):
+    text = BASE.replace("name: base\n", "name: base\nrequires: [ptmkit-no-such-plugin-pkg]\n")
+    path = write(tmp_path, "r.yaml", text.replace("type: bilstm", "type: fancy_lstm"))
+    with pytest.raises(RecipeError) as err:
+        recipes.load(path)
+    assert "unknown model node type 'fancy_lstm'" in str(err.value)
+    assert "requires ptmkit-no-such-plugin-pkg, not installed here" in str(err.value)
+    ok = write(tmp_path, "ok.yaml", BASE.replace("name: base\n", "name: base\nrequires: [ptmkit]\n"))
+    assert recipes.load(ok).raw["requires"] == ["ptmkit"]

@@ -144,7 +144,8 @@ def test_after_uninstall_the_recipe_fails_with_a_clear_message(example_installed
     assert done.returncode == 2, done.stdout + done.stderr
     assert "unknown feature plugin 'cksaap'" in done.stderr
     assert "is that package installed?" in done.stderr
-    assert "h1-cksaap.yaml:12" in done.stderr  # the recipe line that names it
+    assert "requires ptmkit-plugin-example, not installed here" in done.stderr  # from `requires:`
+    assert "h1-cksaap.yaml:13" in done.stderr  # the recipe line that names it
     assert "Traceback" not in done.stderr + done.stdout
 
 
