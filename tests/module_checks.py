@@ -164,3 +164,32 @@ def standard_tests(cases: list[Case]):  # noqa: ANN201
         test_padding_values_do_not_change_real_outputs,
         test_deterministic_under_manual_seed,
     )
+
+
+def end_padded_batch(
+    dims: list[int], *, zero_padding: bool = True
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Four windows of width 31: unpadded, N-terminal, C-terminal and both-end padding."""
+    w = 31
+    mask = torch.ones(4, w, dtype=torch.bool)
+    mask[1, :9] = False  # N-terminal padding
+    mask[2, w - 6 :] = False  # C-terminal padding
+    mask[3, :4] = False  # both ends
+    mask[3, w - 12 :] = False
+    inputs, _ = make_batch(4, w, dims, seed=4)
+    if zero_padding:
+        inputs = [x * mask.unsqueeze(-1) for x in inputs]
+    return inputs, mask
+
+
+def assert_matches_trimmed(module: GraphModule, inputs: list[torch.Tensor], mask: torch.Tensor) -> None:
+    """Each row's real positions get exactly the outputs of its trimmed (unpadded) window."""
+    with torch.no_grad():
+        full = outputs_of(module(inputs, mask))
+        for row in range(len(mask)):
+            idx = mask[row].nonzero().squeeze(1)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            trimmed = [x[row : row + 1, lo:hi] for x in inputs]
+            alone = outputs_of(module(trimmed, torch.ones(1, hi - lo, dtype=torch.bool)))
+            for key in full:
+                torch.testing.assert_close(full[key][row, lo:hi], alone[key][0], atol=1e-5, rtol=1e-5)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from module_checks import build, make_batch, standard_tests
+from module_checks import assert_matches_trimmed, build, end_padded_batch, make_batch, standard_tests
 from ptmkit_plugins.backbones.selective_scan import selective_scan
 from pydantic import ValidationError
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -189,19 +189,8 @@ def test_end_padding_is_invisible(case_id: str) -> None:
     residue; for resnet1d, that padding is re-zeroed around every convolution.
     """
     module = trained_like(module_of(case_id)).eval()
-    w = 31
-    mask = end_padded_mask(w)
-    inputs, _ = make_batch(4, w, CASE[case_id][2], seed=4)
-    inputs = [x * mask.unsqueeze(-1) for x in inputs]
-    with torch.no_grad():
-        full = module(inputs, mask)
-        for row in range(4):
-            idx = mask[row].nonzero().squeeze(1)
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            alone = module(
-                [x[row : row + 1, lo:hi] for x in inputs], torch.ones(1, hi - lo, dtype=torch.bool)
-            )
-            torch.testing.assert_close(full[row, lo:hi], alone[0], atol=1e-5, rtol=1e-5)
+    inputs, mask = end_padded_batch(CASE[case_id][2])
+    assert_matches_trimmed(module, inputs, mask)
 
 
 @pytest.mark.parametrize("case_id", list(CASE))

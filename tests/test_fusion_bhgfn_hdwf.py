@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 import torch
-from module_checks import build, make_batch, registry, standard_tests
+from module_checks import (
+    assert_matches_trimmed,
+    build,
+    end_padded_batch,
+    make_batch,
+    registry,
+    standard_tests,
+)
 from ptmkit_plugins.fusion.bhgfn import dynamic_conv
 from pydantic import ValidationError
 
@@ -96,22 +103,8 @@ def test_real_outputs_equal_those_of_the_trimmed_window(case_id: str) -> None:
     dims, cfg = case(case_id)
     torch.manual_seed(0)
     module = build(case_id.split("_")[0], dims, **cfg).eval()
-    w = 31
-    mask = torch.ones(4, w, dtype=torch.bool)
-    mask[1, :9] = False
-    mask[2, w - 6 :] = False
-    mask[3, :4] = False
-    mask[3, w - 12 :] = False
-    inputs, _ = make_batch(4, w, dims, seed=4)
-    with torch.no_grad():
-        full = module(inputs, mask)
-        for row in range(4):
-            idx = mask[row].nonzero().squeeze(1)
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            alone = module(
-                [x[row : row + 1, lo:hi] for x in inputs], torch.ones(1, hi - lo, dtype=torch.bool)
-            )
-            torch.testing.assert_close(full[row, lo:hi], alone[0], atol=1e-5, rtol=1e-5)
+    inputs, mask = end_padded_batch(dims, zero_padding=False)
+    assert_matches_trimmed(module, inputs, mask)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,7 @@ from typing import Any
 import module_checks
 import pytest
 import torch
-from module_checks import make_batch, out_of, standard_tests
+from module_checks import assert_matches_trimmed, end_padded_batch, make_batch, out_of, standard_tests
 from pydantic import ValidationError
 
 from ptmkit.hooks import build_registry
@@ -108,22 +108,8 @@ def test_end_padding_is_invisible_to_backbones(registry: Registry, name: str) ->
     case = next(c for c in CASES if c[0] == name)
     torch.manual_seed(0)
     module = build(registry, case[1], case[2], **case[3]).eval()
-    w = 31
-    mask = torch.ones(4, w, dtype=torch.bool)
-    mask[1, :9] = False  # N-terminal padding
-    mask[2, w - 6 :] = False  # C-terminal padding
-    mask[3, :4] = False  # both ends
-    mask[3, w - 12 :] = False
-    inputs, _ = make_batch(4, w, case[2], seed=4)
-    inputs = [x * mask.unsqueeze(-1) for x in inputs]
-    with torch.no_grad():
-        full = module(inputs, mask)
-        for row in range(4):
-            idx = mask[row].nonzero().squeeze(1)
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            trimmed = [x[row : row + 1, lo:hi] for x in inputs]
-            alone = module(trimmed, torch.ones(1, hi - lo, dtype=torch.bool))
-            torch.testing.assert_close(full[row, lo:hi], alone[0], atol=1e-5, rtol=1e-5)
+    inputs, mask = end_padded_batch(case[2])
+    assert_matches_trimmed(module, inputs, mask)
 
 
 def test_bilstm_result_does_not_depend_on_batch_mates(registry: Registry) -> None:
