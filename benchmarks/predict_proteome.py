@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ptmkit.tracking import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: UniProtKB/Swiss-Prot amino-acid composition (%), release statistics.
@@ -38,16 +40,6 @@ BACKGROUND = {
     "H": 2.27, "I": 5.96, "L": 9.66, "K": 5.84, "M": 2.42, "F": 3.86, "P": 4.70, "S": 6.56,
     "T": 5.34, "W": 1.08, "Y": 2.92, "V": 6.87,
 }  # fmt: skip
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def write_proteome(path: Path, n: int, seed: int = 0, median: int = 400, sigma: float = 0.6) -> dict:

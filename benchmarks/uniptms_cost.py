@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -29,21 +28,11 @@ from ptmkit import recipe as recipes
 from ptmkit.datasets import resolve_data_root
 from ptmkit.run import run
 from ptmkit.table import render
-from ptmkit.tracking import package_versions
+from ptmkit.tracking import cpu_name, package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ["T1", "T2", "H1", "K1", "K2", "C1", "C2"]
 RECIPES = ["uniptms-lite", "uniptms-mini-lite"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(recipe_name: str, dataset: str, args: argparse.Namespace) -> dict:
