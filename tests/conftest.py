@@ -16,3 +16,12 @@ def data_root() -> Path:
     if not (root / "uniptms").is_dir():
         pytest.skip(f"UniPTMs data not found under {root}; set PTMKIT_DATA to the data root")
     return root
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> Path:
+    """A fresh working directory for a real run: data from the data root, MLflow in ./mlflow.db."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PTMKIT_DATA", str(data_root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path

@@ -17,11 +17,8 @@ ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch, data_root):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PTMKIT_DATA", str(data_root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(workdir):
+    return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
 def test_run_h1_records_everything_and_compare_lists_it(store, capsys):

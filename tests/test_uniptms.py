@@ -66,14 +66,6 @@ def test_ablation_tables_have_the_papers_rows():
     assert names["table10-losses"] == ["hcl-focal", "hcl-wce", "infonce-focal", "infonce-wce", "focal", "wce"]
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, data_root):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PTMKIT_DATA", str(data_root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
-
-
 def test_uniptms_lite_trains_end_to_end_on_h1(workdir, capsys):
     code = main(
         [
