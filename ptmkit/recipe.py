@@ -154,6 +154,11 @@ class SplitSection(_Strict):
     valid: float = Field(0.1, gt=0, lt=1, description="fraction of training rows held out for validation")
     test: float = Field(0.2, gt=0, lt=1, description="test fraction when the source has no test split")
     seed: int = Field(0, description="seed of the stratified splits")
+    file: str | None = Field(
+        None,
+        description="reuse the splits saved in this file (ptmkit.splits.save_split_file; "
+        "relative to the recipe) instead of drawing them",
+    )
 
 
 class DataSection(_Strict):
@@ -166,6 +171,14 @@ class DataSection(_Strict):
 class TrainSection(_Strict):
     epochs: int = Field(30, ge=1, description="maximum number of epochs")
     batch_size: int = Field(64, ge=1, description="windows per optimisation step")
+    epoch_windows: int | None = Field(
+        None, ge=2, description="train on a fresh random subset of this many windows per epoch (null: all)"
+    )
+    balance: bool = Field(
+        False,
+        description="class-balanced epochs: as many positives as negatives per epoch, drawn afresh "
+        "(losses then see a 1:1 class ratio)",
+    )
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
     patience: int = Field(5, ge=1, description="epochs without validation-AP gain before stopping")

@@ -19,7 +19,7 @@ from .graph import ModelGraph, used_features
 from .objective import build_losses
 from .recipe import Recipe
 from .sitetable import SiteTable
-from .splits import assign_splits
+from .splits import apply_split_file, assign_splits
 from .train import Split, TrainResult, fit, pick_device, predict, seed_everything
 
 #: Test-set inference is timed this many times; the median is logged.
@@ -41,6 +41,12 @@ class RunSummary:
     parameters: int = 0
     epoch_seconds: float = 0.0
     windows_per_second: float = 0.0
+    #: wall seconds per phase: features, train, inference (one test pass)
+    phases: dict[str, float] = field(default_factory=dict)
+    #: the test rows with their scores and calls (what ``predictions/test_predictions.csv`` holds)
+    test_rows: pd.DataFrame | None = None
+    #: windows of the training and validation rows (to score the test set without overlaps)
+    train_windows: frozenset[str] = frozenset()
 
 
 def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
@@ -53,6 +59,8 @@ def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInf
         if not len(table):
             raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
     split = data.split
+    if split.file:
+        return apply_split_file(table, (recipe.base_dir / split.file).resolve()), info
     table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed)
     return table, info
 
@@ -77,10 +85,20 @@ def counts(table: SiteTable) -> dict[str, tuple[int, int]]:
     return out
 
 
-def run(recipe: Recipe, *, data_root: Path, progress: bool = True, nested: bool = False) -> RunSummary:
+def run(
+    recipe: Recipe,
+    *,
+    data_root: Path,
+    progress: bool = True,
+    nested: bool = False,
+    inference_repeats: int = INFERENCE_REPEATS,
+    parent_run_id: str | None = None,
+) -> RunSummary:
     """Train and evaluate ``recipe``, recording everything in one MLflow run.
 
     The graph is built (and so checked) before any data is read; a crash marks the run FAILED.
+    ``inference_repeats`` test passes are timed and the median logged (a suite passes 1).
+    ``parent_run_id`` nests the run under a run started by another process (suite workers).
     """
     import mlflow
 
@@ -109,10 +127,15 @@ def run(recipe: Recipe, *, data_root: Path, progress: bool = True, nested: bool 
         **recipe.tracking.tags,
     }
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=recipe.tracking.run_name or recipe.name, nested=nested
+        experiment_id=experiment_id,
+        run_name=recipe.tracking.run_name or recipe.name,
+        nested=nested,
+        parent_run_id=parent_run_id,
     ) as active:
         try:
-            summary = _tracked(recipe, table, info, features, model, losses, tags, progress)
+            summary = _tracked(
+                recipe, table, info, features, model, losses, tags, progress, inference_repeats
+            )
         except BaseException as exc:
             mlflow.set_tag("ptmkit.error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
@@ -124,7 +147,7 @@ def run(recipe: Recipe, *, data_root: Path, progress: bool = True, nested: bool 
     return summary
 
 
-def _tracked(recipe, table, info, features, model, losses, tags, progress) -> RunSummary:  # noqa: ANN001
+def _tracked(recipe, table, info, features, model, losses, tags, progress, repeats) -> RunSummary:  # noqa: ANN001
     import mlflow
 
     mlflow.set_tags(tags)
@@ -146,10 +169,13 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress) -> Ru
             feature.fit(train_rows)
         tensors = encode_all(features, table, progress=progress)
         mask = padding_mask(table)
-        mlflow.log_metric("time/features_s", time.perf_counter() - t0)
+        features_seconds = time.perf_counter() - t0
+        mlflow.log_metric("time/features_s", features_seconds)
         train, valid, test = (_split(table, tensors, mask, s) for s in ("train", "valid", "test"))
+        # with class-balanced epochs the losses see a 1:1 ratio (e.g. weighted_ce's auto weight = 1)
+        seen_labels = np.array([0.0, 1.0]) if recipe.train.balance else train.labels.numpy()
         for _, loss in losses:
-            loss.setup(train.labels.numpy())
+            loss.setup(seen_labels)
         n_parameters = sum(p.numel() for p in model.parameters())
         mlflow.log_param("model.parameters", n_parameters)
 
@@ -175,12 +201,14 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress) -> Ru
         )
 
         device = pick_device(recipe.train.device)
-        val_scores = predict(model, valid, device)
+        val_scores = result.best_val_scores
+        if val_scores is None:
+            val_scores = predict(model, valid, device)
         val_labels = valid.labels.numpy().astype(int)
         threshold = metrics.threshold_max_mcc(val_labels, val_scores)
         threshold95 = metrics.threshold_at_specificity(val_labels, val_scores, 0.95)
         timings = []
-        for _ in range(INFERENCE_REPEATS):  # median of repeats: one pass is too noisy to report
+        for _ in range(max(repeats, 1)):  # median of repeats: one pass is too noisy to report
             t0 = time.perf_counter()
             test_scores = predict(model, test, device)
             timings.append(time.perf_counter() - t0)
@@ -246,6 +274,9 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress) -> Ru
         parameters=n_parameters,
         epoch_seconds=float(np.median([h["time/epoch_s"] for h in result.history])),
         windows_per_second=len(test) / max(infer_seconds, 1e-9),
+        phases={"features_s": features_seconds, "train_s": train_seconds, "inference_s": infer_seconds},
+        test_rows=frame,
+        train_windows=frozenset(table.frame.loc[table.frame["split"] != "test", "window"]),
     )
 
 

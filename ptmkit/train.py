@@ -66,6 +66,9 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
+    #: validation scores of the best epoch (what the reloaded best weights give), so the caller
+    #: can choose thresholds without another pass over the validation set
+    best_val_scores: np.ndarray | None = None
 
 
 def save_atomic(state: dict, path: Path) -> None:
@@ -88,13 +91,54 @@ def combined_loss(losses: list[tuple[float, Loss]], outputs: dict, labels: torch
 @torch.no_grad()
 def predict(model: ModelGraph, split: Split, device: torch.device, batch_size: int = 512) -> np.ndarray:
     """Sigmoid scores for every row, in order."""
+    return _score(model, split, device, batch_size)[0]
+
+
+@torch.no_grad()
+def _score(
+    model: ModelGraph,
+    split: Split,
+    device: torch.device,
+    batch_size: int = 512,
+    losses: list[tuple[float, Loss]] | None = None,
+) -> tuple[np.ndarray, float]:
+    """Scores and (with ``losses``) the mean loss, in one pass: validation is paid once per epoch."""
     model.eval()
-    scores = []
+    scores, total = [], 0.0
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)))
-        feats, mask, _ = split.batch(index, device)
-        scores.append(torch.sigmoid(model(feats, mask)["logits"]).float().cpu())
-    return torch.cat(scores).numpy() if scores else np.zeros(0)
+        feats, mask, labels = split.batch(index, device)
+        outputs = model(feats, mask)
+        scores.append(torch.sigmoid(outputs["logits"]).float().cpu())
+        if losses:
+            total += float(combined_loss(losses, outputs, labels)) * len(index)
+    return (torch.cat(scores).numpy() if scores else np.zeros(0)), total / max(len(split), 1)
+
+
+def epoch_rows(
+    n: int, cap: int | None, generator: torch.Generator, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """This epoch's training rows in random order.
+
+    Without ``labels``: all ``n`` rows, or a fresh random ``cap`` of them (a cap bounds the
+    cost of an epoch on large sets; a new draw each epoch still covers the whole set).
+    With ``labels`` (class-balanced epochs): as many positives as negatives, ``cap // 2`` of
+    each (or all of the smaller class when there is no cap or it has fewer), drawn afresh each
+    epoch, so an imbalanced set shows its rare positives at the rate it shows negatives.
+    """
+    if labels is None:
+        order = torch.randperm(n, generator=generator)
+        return order if cap is None or cap >= n else order[:cap]
+    pos = torch.nonzero(labels > 0.5).flatten()
+    neg = torch.nonzero(labels <= 0.5).flatten()
+    k = min(len(pos), len(neg)) if cap is None else min(cap // 2, len(pos), len(neg))
+    picked = torch.cat(
+        [
+            pos[torch.randperm(len(pos), generator=generator)[:k]],
+            neg[torch.randperm(len(neg), generator=generator)[:k]],
+        ]
+    )
+    return picked[torch.randperm(len(picked), generator=generator)]
 
 
 def fit(
@@ -124,9 +168,9 @@ def fit(
         model.train()
         for _, loss in losses:
             loss.start_epoch(epoch, cfg.epochs)
-        order = torch.randperm(len(train), generator=generator)
+        order = epoch_rows(len(train), cfg.epoch_windows, generator, train.labels if cfg.balance else None)
         total, seen = 0.0, 0
-        for start in range(0, len(train), cfg.batch_size):
+        for start in range(0, len(order), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
             if len(index) < 2 and seen:  # a batch of one breaks batch statistics
                 continue
@@ -140,10 +184,8 @@ def fit(
             optimiser.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
-        val_scores = predict(model, valid, device)
+        val_scores, val_loss = _score(model, valid, device, losses=losses)
         val_labels = valid.labels.numpy()
-        with torch.no_grad():
-            val_loss = _eval_loss(model, losses, valid, device)
         m = metrics.at_threshold(val_labels, val_scores, 0.5)
         row = {
             "train/loss": total / max(seen, 1),
@@ -159,6 +201,7 @@ def fit(
             on_epoch(epoch, row)
         if m["ap"] > result.best_val_ap:
             result.best_val_ap, result.best_epoch, stale = m["ap"], epoch, 0
+            result.best_val_scores = val_scores
             save_atomic(model.state_dict(), checkpoint)
         else:
             stale += 1
@@ -167,15 +210,3 @@ def fit(
             break
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
     return result
-
-
-def _eval_loss(
-    model: ModelGraph, losses: list[tuple[float, Loss]], split: Split, device: torch.device
-) -> float:
-    model.eval()
-    total = 0.0
-    for start in range(0, len(split), 512):
-        index = torch.arange(start, min(start + 512, len(split)))
-        feats, mask, labels = split.batch(index, device)
-        total += float(combined_loss(losses, model(feats, mask), labels)) * len(index)
-    return total / max(len(split), 1)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# A relative data root (``PTMKIT_DATA=../shared/data``, as the README shows) must survive the
+# tests that chdir into temporary folders: make it absolute once, before any test runs.
+if os.environ.get("PTMKIT_DATA"):
+    os.environ["PTMKIT_DATA"] = str(Path(os.environ["PTMKIT_DATA"]).expanduser().resolve())
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
