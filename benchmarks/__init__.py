@@ -1,0 +1,1 @@
+"""Benchmark scripts and the benchmark suite runner (run from the repository root)."""
