@@ -92,6 +92,12 @@ def _counts(table: object) -> dict[str, int]:
     return {n: int((table.frame["split"] == n).sum()) for n in ("train", "valid", "test")}
 
 
+def _leak_free_row(row: dict, test_rows: object, scores: object, threshold: float, train: frozenset) -> dict:
+    """``row`` scored again on the test rows whose window does not occur in train/valid."""
+    metrics, dropped = report.leak_free(test_rows, scores, threshold, train)
+    return {**row, **metrics, "scope": report.LEAK_FREE, "dropped": dropped}
+
+
 def _floor(job: Job) -> list[dict]:
     import mlflow
 
@@ -122,8 +128,7 @@ def _floor(job: Job) -> list[dict]:
     if job.leak_free:
         test_rows = table.frame[table.frame["split"] == "test"]
         train_windows = frozenset(table.frame.loc[table.frame["split"] != "test", "window"])
-        m, dropped = report.leak_free(test_rows, res.test_scores, res.threshold, train_windows)
-        rows.append({**rows[0], **m, "scope": report.LEAK_FREE, "dropped": dropped})
+        rows.append(_leak_free_row(rows[0], test_rows, res.test_scores, res.threshold, train_windows))
     return rows
 
 
@@ -150,10 +155,10 @@ def _recipe(job: Job) -> list[dict]:
     }
     rows = [_row(job.dataset, "ptmkit", job.model, job.seed, **values)]
     if job.leak_free and summary.test_rows is not None:
-        m, dropped = report.leak_free(
-            summary.test_rows, summary.test_rows["score"].to_numpy(), summary.threshold, summary.train_windows
+        scores = summary.test_rows["score"].to_numpy()
+        rows.append(
+            _leak_free_row(rows[0], summary.test_rows, scores, summary.threshold, summary.train_windows)
         )
-        rows.append({**rows[0], **m, "scope": report.LEAK_FREE, "dropped": dropped})
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import resource
 import sys
@@ -21,10 +22,20 @@ def release() -> None:
     and the next job's peak would be that, not its own.
     """
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and name:
-        with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
-            ctypes.CDLL(name).malloc_trim(0)
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):  # not glibc
+            libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once (find_library runs ldconfig)."""
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
 
 
 def _status_mb(field: str) -> float | None:

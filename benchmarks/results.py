@@ -58,13 +58,9 @@ class Results:
         """All rows; with ``order`` (column -> values) sorted so tables follow the suite file."""
         frame = pd.DataFrame(self.rows)
         if order and len(frame):
-            keys = [
-                frame[c].map({v: i for i, v in enumerate(vals)}).fillna(len(vals))
-                for c, vals in order.items()
-            ]
-            sort = pd.DataFrame({c: k for c, k in zip(order, keys, strict=True)})
-            sort["seed"] = frame["seed"]
-            frame = frame.loc[sort.sort_values([*order, "seed"], kind="stable").index].reset_index(drop=True)
+            rank = {c: frame[c].map({v: i for i, v in enumerate(vals)}) for c, vals in order.items()}
+            keys = pd.DataFrame(rank).assign(seed=frame["seed"])
+            frame = frame.loc[keys.sort_values(list(keys), kind="stable").index].reset_index(drop=True)
         return frame
 
 

@@ -42,10 +42,15 @@ def assign_splits(table: SiteTable, *, valid: float, test: float, seed: int) -> 
             raise PtmkitError(f"only {len(train)} training rows: too few to carve a validation set")
         _, held = _carve(train, labels[train], valid, seed + 1)
         split[held] = "valid"
+    return _with_splits(table, split)
+
+
+def _with_splits(table: SiteTable, split: np.ndarray) -> SiteTable:
+    """``table`` with these split names, checked: known names, both classes in every split."""
     unknown = set(split) - {"train", "valid", "test"}
     if unknown:
         raise PtmkitError(f"unknown split names {sorted(unknown)}; use train, valid, test or unsplit")
-    frame["split"] = split
+    labels = table.frame["label"].to_numpy()
     for name in ("train", "valid", "test"):
         part = labels[split == name]
         if len(part) == 0 or len(np.unique(part)) < 2:
@@ -53,6 +58,8 @@ def assign_splits(table: SiteTable, *, valid: float, test: float, seed: int) -> 
                 f"the {name} split needs both positive and negative sites, got {len(part)} rows "
                 f"with labels {sorted(set(part.tolist()))}"
             )
+    frame = table.frame.copy()
+    frame["split"] = split
     return SiteTable(frame, table.proteins, table.meta)
 
 
@@ -129,8 +136,4 @@ def apply_split_file(table: SiteTable, path: Path) -> SiteTable:
             f"{path}: row {keys.iloc[i]} has label {rows['label'].iloc[i]} in the file but "
             f"{table.frame['label'].iloc[i]} in the data. The split was saved from different data"
         )
-    frame = table.frame.copy()
-    frame["split"] = rows["split"].to_numpy()
-    table = SiteTable(frame, table.proteins, table.meta)
-    # the usual checks (both classes in every split); nothing is re-drawn since all are assigned
-    return assign_splits(table, valid=0.1, test=0.2, seed=0)
+    return _with_splits(table, rows["split"].to_numpy(dtype=object))

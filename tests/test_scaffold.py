@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata as md
-import importlib.util
 import io
 import os
 import subprocess
@@ -18,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pip_helpers import build_flags, pip
 
 from ptmkit.errors import PtmkitError
 from ptmkit.scaffold import class_name, names, scaffold
@@ -25,26 +25,6 @@ from ptmkit.scaffold import class_name, names, scaffold
 KINDS = ("feature", "fusion", "loss")
 DISTS = {kind: f"ptmkit-scaffoldcheck-{kind}" for kind in KINDS}
 PLUGINS = {kind: f"scaffoldcheck_{kind}" for kind in KINDS}
-
-
-def build_flags() -> list[str]:
-    """Build with this environment's setuptools when it can make wheels on its own (no index)."""
-    try:
-        import setuptools
-    except ImportError:
-        return []
-    major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
-    if (major, minor) >= (70, 1) or ((major, minor) >= (64, 0) and importlib.util.find_spec("wheel")):
-        return ["--no-build-isolation"]
-    return []
-
-
-def pip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if check and done.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def ptmkit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata as md
-import importlib.util
 import io
 import os
 import subprocess
@@ -23,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pip_helpers import build_flags, pip
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ptmkit-plugin-example"
@@ -33,27 +33,6 @@ EXAMPLE_PLUGINS = {
     ("fusion", "gated_sum"),
     ("loss", "label_smoothing_bce"),
 }
-
-
-def build_flags() -> list[str]:
-    """Build with this environment's setuptools when it can make wheels on its own (no index
-    needed); otherwise let pip build in isolation (it fetches setuptools from the configured index)."""
-    try:
-        import setuptools
-    except ImportError:
-        return []
-    major, minor = (int(p) for p in setuptools.__version__.split(".")[:2])
-    if (major, minor) >= (70, 1) or ((major, minor) >= (64, 0) and importlib.util.find_spec("wheel")):
-        return ["--no-build-isolation"]
-    return []
-
-
-def pip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pip", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if check and done.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
 
 
 def pip_install(*targets: str | Path, extra: tuple[str, ...] = ()) -> None:
