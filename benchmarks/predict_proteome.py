@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptmkit.outputs import write_text
 from ptmkit.tracking import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     model_name = args.model or f"quickstart, {args.epochs} epochs"
     print(f"\ncommand: {command}\nmachine: {machine}\nmodel: {model_name}")
     if args.json:
-        Path(args.json).write_text(
+        write_text(
+            args.json,
             json.dumps({"command": command, "machine": machine, "results": results}, indent=2)
         )
     return 0

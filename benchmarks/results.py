@@ -12,6 +12,7 @@ import torch
 
 from ptmkit import tracking
 from ptmkit.errors import PtmkitError
+from ptmkit.outputs import write_text
 
 from . import report
 from .suite import LoadedSuite
@@ -50,9 +51,7 @@ class Results:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"meta": self.meta, "rows": self.rows}, indent=1, default=float))
-        tmp.replace(self.path)
+        write_text(self.path, json.dumps({"meta": self.meta, "rows": self.rows}, indent=1, default=float))
 
     def frame(self, order: dict[str, list[str]] | None = None) -> pd.DataFrame:
         """All rows; with ``order`` (column -> values) sorted so tables follow the suite file."""

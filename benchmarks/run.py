@@ -29,6 +29,7 @@ import pandas as pd
 from ptmkit import tracking
 from ptmkit.datasets import resolve_data_root
 from ptmkit.errors import PtmkitError
+from ptmkit.outputs import write_text
 from ptmkit.table import render
 
 from . import report
@@ -73,7 +74,7 @@ def render_only(loaded: LoadedSuite, out: Path) -> int:
         header(loaded, saved["meta"]),
         saved["meta"].get("seconds", 0.0),
     )
-    (out / f"{s.name}.md").write_text(text)
+    write_text(out / f"{s.name}.md", text)
     print(text)
     return 0
 
@@ -195,7 +196,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             meta["seconds"] = meta.get("resumed_seconds", 0.0) + time.perf_counter() - started
             results.add(*rows)
             frame = results.frame(order)
-            md_path.write_text(
+            write_text(
+                md_path,
                 report.markdown(
                     frame,
                     [d for d in s.datasets if d in set(frame["dataset"])],
@@ -230,7 +232,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         committed = pd.DataFrame(json.loads(args.check.read_text())["rows"])
         verdict = report.check(frame, committed)
         print(render(verdict, "text", index=False))
-        (args.out / f"{s.name}-check.md").write_text(render(verdict, "markdown", index=False))
+        write_text(args.out / f"{s.name}-check.md", render(verdict, "markdown", index=False))
         return 0 if (verdict["within"] == "yes").all() else 1
     return 0
 

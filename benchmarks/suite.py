@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ptmkit import recipe as recipes
+from ptmkit import safeyaml
 from ptmkit.catalog import get as catalog_entry
 from ptmkit.errors import PtmkitError, RecipeError
 
@@ -125,10 +125,7 @@ def load_suite(path: str | Path) -> LoadedSuite:
         text = path.read_text()
     except OSError as exc:
         raise PtmkitError(f"cannot read suite file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PtmkitError(f"{path}: not valid YAML: {exc}") from None
+    data = safeyaml.load(text, str(path))
     if not isinstance(data, dict):
         raise PtmkitError(f"{path}: a suite file is a mapping (name, recipes, datasets, ...)")
     try:

@@ -26,6 +26,7 @@ import torch
 
 from ptmkit import recipe as recipes
 from ptmkit.datasets import resolve_data_root
+from ptmkit.outputs import write_text
 from ptmkit.run import run
 from ptmkit.table import render
 from ptmkit.tracking import cpu_name, package_versions
@@ -108,9 +109,7 @@ def main() -> int:
             results = [r for r in results if (r["recipe"], r["dataset"]) != (recipe_name, dataset)]
             results.append(row)
             results_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = results_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            os.replace(tmp, results_path)
+            write_text(results_path, json.dumps(results, indent=1))
             print(
                 f"{recipe_name} on {dataset}: MCC {row['mcc']:.3f}, {row['epoch_s']:.1f} s/epoch",
                 file=sys.stderr,
@@ -134,7 +133,7 @@ def main() -> int:
         "",
         render(table(results), "markdown"),
     ]
-    Path(args.out).write_text("\n".join(lines))
+    write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
     return 0
 

@@ -4,12 +4,76 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
-from .errors import PtmkitError
+from .errors import PtmkitError, Terminated
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=``: an integer in [low, high], refused up front (before models load or
+    data is read) with the range in the message."""
+    valid = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {valid} (got {text!r})") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {valid} (got {text!r})")
+        return value
+
+    return parse
+
+
+def _unit_float(text: str) -> float:
+    """An argparse ``type=`` for a score threshold: sigmoid scores lie in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (got {text!r})") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (got {text!r})")
+    return value
+
+
+def version_line() -> str:
+    """``ptmkit X (torch Y, mlflow Z, python W)`` from package metadata: nothing heavy is imported."""
+    from importlib import metadata
+
+    from . import __version__
+
+    parts = []
+    for dist in ("torch", "mlflow"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    parts.append(f"python {sys.version.split()[0]}")
+    return f"ptmkit {__version__} ({', '.join(parts)})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_line())
+        parser.exit()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes read as one line naming the option, like every other ptmkit error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -25,6 +89,7 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import recipe as recipes
     from .datasets import resolve_data_root
+    from .metrics import small_validation_note
     from .run import metrics_table, run
     from .table import render
 
@@ -39,8 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\nTest metrics (threshold chosen on validation data only):")
     print(render(metrics_table(summary)))
     print(f"sensitivity at 95% specificity: {summary.test['sen_at_spec95']:.3f}")
-    print(f"\nMLflow run {summary.run_id} in experiment {summary.experiment!r} at {summary.tracking_uri}")
-    print("Compare runs: ptmkit compare    Open the UI: ptmkit ui")
+    note = small_validation_note(*summary.counts["valid"])
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    from .mlflow_ui import experiment_url
+
+    print(f"\nMLflow run {summary.run_id} in experiment {summary.experiment!r} at {summary.store}")
+    print("Compare runs: ptmkit compare    Open the UI: ptmkit ui, then")
+    print(f"  {experiment_url('http://127.0.0.1:5000', summary.experiment_id)}")
     return 0
 
 
@@ -92,10 +163,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .datacheck import check_source
+    from . import safeyaml
+    from .datacheck import check_recipe, check_source, resolve_source
     from .datasets import resolve_data_root
+    from .recipe import Recipe
 
-    report = check_source(args.source, base_dir=Path.cwd(), data_root=resolve_data_root(args.data_root))
+    options = {k: safeyaml.load(v, f"--option {k}") for k, v in _kv(args.option, "--option").items()}
+    root = resolve_data_root(args.data_root)
+    source, base = resolve_source(
+        args.source, reader=args.reader, options=options, overrides=args.set, base_dir=Path.cwd()
+    )
+    if isinstance(source, Recipe):
+        report = check_recipe(source, data_root=root)
+    else:
+        report = check_source(source, base_dir=base, data_root=root)
     print(report.render())
     return 0
 
@@ -155,16 +236,20 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import runs_table
     from .table import render
-    from .tracking import tracking_uri
+    from .tracking import resolve_store
 
+    store = resolve_store(args.uri)
+    print(f"runs in {store.describe()}", file=sys.stderr)  # stderr: --format csv stays clean
     table = runs_table(
-        tracking_uri(args.uri),
+        store.uri,
         experiments=args.experiment,
         tags=_kv(args.tag, "--tag"),
         metrics=args.metrics.split(",") if args.metrics else None,
+        params=args.params.split(",") if args.params else None,
         status=args.status,
         sort=args.sort,
         limit=args.limit,
+        full_ids=args.full_ids,
     )
     if table.empty:
         print("no runs match", file=sys.stderr)
@@ -187,8 +272,14 @@ def _load_models(refs: list[str], args: argparse.Namespace) -> list:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .outputs import check_output, check_plot_dir
     from .predict import predict_file
+    from .textio import check_input
 
+    check_output(args.output, "-o")  # before any model is loaded or protein scanned
+    if args.plot:
+        check_plot_dir(args.plot)
+    check_input(Path(args.fasta))
     models = _load_models(args.models, args)
     summary = predict_file(
         models,
@@ -209,13 +300,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    import yaml
-
+    from . import safeyaml
     from .datasets import resolve_data_root
     from .evaluate import evaluate_model
+    from .outputs import check_output, write_text
     from .table import render
+    from .tracking import tracking_uri
 
-    options = {k: yaml.safe_load(v) for k, v in _kv(args.option, "--option").items()}
+    options = {k: safeyaml.load(v, f"--option {k}") for k, v in _kv(args.option, "--option").items()}
+    if args.json:
+        check_output(args.json, "--json")
     (model,) = _load_models([args.model], args)
     result = evaluate_model(
         model,
@@ -225,6 +319,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         options=options,
         data_root=resolve_data_root(args.data_root),
         progress=not args.quiet,
+        tracking_uri=tracking_uri(args.uri),
     )
     c = result.counts
     print(
@@ -234,10 +329,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if result.dropped_residues:
         print(f"left out {result.dropped_residues} rows whose centre is not {model.residues}")
+    if result.split_from:
+        print(f"{args.split} split rebuilt from {result.split_from}")
     print(render(result.frame(), args.format), end="")
     print(f"sensitivity at 95% specificity: {result.report['sen_at_spec95']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        write_text(args.json, json.dumps(result.to_json(), indent=2))
         print(f"metrics written to {args.json}")
     return 0
 
@@ -253,10 +350,56 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    from .tracking import artifact_root, tracking_uri
+def cmd_runs_mark_stale(args: argparse.Namespace) -> int:
+    from . import tracking
 
-    uri = tracking_uri(args.uri)
+    if args.older_than is not None and not args.older_than > 0:
+        raise PtmkitError(f"--older-than: expected a positive number of seconds (got {args.older_than:g})")
+    store = tracking.resolve_store(args.uri)
+    try:
+        uri = tracking.open_store(store.uri, create=False)
+    except tracking.StoreNotFound as exc:
+        raise PtmkitError(f"no runs: store {exc.path} does not exist") from None
+    stale = tracking.stale_runs(uri, older_than=args.older_than)
+    limit = args.older_than if args.older_than is not None else tracking.stale_after()
+    print(f"store {store.describe()}: {len(stale)} RUNNING run(s) silent for more than {limit:g} s")
+    for run in stale:
+        if not args.dry_run:
+            tracking.mark_failed(uri, run)
+        verb = "would mark" if args.dry_run else "marked"
+        where = f"{run.name!r} in {run.experiment!r}"
+        print(f"  {verb} {run.run_id} ({where}) FAILED: no heartbeat since {run.since()}")
+    return 0
+
+
+def _check_port(port: int) -> None:
+    """Refuse a taken port before exec'ing the server (which would print a page of tracebacks)."""
+    import socket
+
+    def free(p: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            try:
+                sock.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+            return True
+
+    if free(port):
+        return
+    other = next((p for p in range(port + 1, min(port + 50, 65536)) if free(p)), None)
+    hint = f", e.g. ptmkit ui --port {other}" if other else ""
+    raise PtmkitError(
+        f"port {port} on 127.0.0.1 is already in use (another MLflow UI?); choose another with --port{hint}"
+    )
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .tracking import artifact_root, open_store, resolve_store
+
+    store = resolve_store(args.uri)
+    _check_port(args.port)
+    uri = open_store(store.uri)  # created / migrated under the store lock, refused if not a database
     cmd = [
         sys.executable,
         "-m",
@@ -274,16 +417,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
     root = artifact_root(uri)
     if root:
         cmd += ["--default-artifact-root", root]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    print(f"MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_TRACKING_URI": uri}
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {store.describe()} on {base} (Ctrl-C to stop)")
+    training_view = f"{base}/#/experiments?workflowType=machine_learning"
+    print(f"model-training view: {training_view} (`ptmkit run` prints each run's link)", flush=True)
     # become the server: a signal to `ptmkit ui` then reaches it, and no orphan is left behind
     os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover - execve does not return
 
 
+STORE_HELP = (
+    "tracking URI or path to an mlflow.db (default: $MLFLOW_TRACKING_URI, else the nearest mlflow.db "
+    "in this folder or above, else the per-user store <PTMKIT_HOME>/mlflow.db)"
+)
+#: ``--rule`` choices (ptmkit.packaging.RULES, not imported here: that would load torch for --help)
+THRESHOLD_RULES = ["val_spec95", "val_max_mcc", "val_mcc_bootstrap", "val_mcc_smooth", "0.5"]
+DATA_ROOT_HELP = "folder holding uniptms/ (default: $PTMKIT_DATA or the user cache)"
+FORMAT_ARG: dict[str, Any] = {
+    "choices": ["text", "markdown", "csv"],
+    "default": "text",
+    "help": "table format (default text)",
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ptmkit", description="Compose, train and compare PTM site predictors.")
+    p = _Parser(prog="ptmkit", description="Compose, train and compare PTM site predictors.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--version", action=_Version, help="print the ptmkit, torch, mlflow and python versions")
     sub = p.add_subparsers(dest="command", required=True)
 
     def recipe_args(sp: argparse.ArgumentParser) -> None:
@@ -304,10 +465,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="run the variants of a sweep file as nested runs; print the table")
     s.add_argument("sweep", help="sweep YAML file (base recipe + named variants)")
     s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override every variant")
-    s.add_argument("--data-root")
+    s.add_argument("--data-root", help=DATA_ROOT_HELP)
     s.add_argument("--dry-run", action="store_true", help="validate every variant, run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
-    s.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    s.add_argument("--format", **FORMAT_ARG)
     s.set_defaults(func=cmd_sweep)
 
     v = sub.add_parser("validate", help="check a recipe and its model graph without data")
@@ -318,12 +479,27 @@ def parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     dc = d.add_parser("check", help="report counts and defects of a source")
-    dc.add_argument("source", help="catalogue name such as uniptms:C2")
-    dc.add_argument("--data-root")
+    dc.add_argument(
+        "source",
+        nargs="+",
+        metavar="SOURCE",
+        help="a catalogue name (uniptms:C2), a recipe file (its data, split as the run splits it), a "
+        "reader mapping ('{reader: csv_sites, files: {train: a.csv, test: b.csv}}' or a YAML/JSON file), "
+        "or data files with --reader: SPLIT=FILE (train=a.csv test=b.csv), KEY=FILE for a reader option "
+        "(positive=pos.fa negative=neg.fa) or one FILE (unsplit)",
+    )
+    dc.add_argument("--reader", help="reader plugin of the data files (ptmkit plugins list --kind reader)")
+    dc.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="reader option for the files (repeatable)"
+    )
+    dc.add_argument(
+        "--set", action="append", metavar="PATH=VALUE", help="override a recipe SOURCE's value (repeatable)"
+    )
+    dc.add_argument("--data-root", help=DATA_ROOT_HELP)
     dc.set_defaults(func=cmd_data_check)
     df = d.add_parser("fetch", help="download published datasets and verify their sha256")
     df.add_argument("name", help="uniptms (all) or uniptms:K2")
-    df.add_argument("--data-root")
+    df.add_argument("--data-root", help=DATA_ROOT_HELP)
     df.add_argument("--base-url", help="alternative location of the files (e.g. file:///mirror/uniptms/)")
     df.add_argument("--force", action="store_true", help="download even when verified files exist")
     df.set_defaults(func=cmd_data_fetch)
@@ -332,12 +508,21 @@ def parser() -> argparse.ArgumentParser:
         dest="plugins_command", required=True
     )
     pll = pl.add_parser("list", help="kind, name, providing distribution and version")
-    pll.add_argument("--kind", choices=["reader", "feature", "fusion", "backbone", "head", "loss"])
-    pll.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    pll.add_argument(
+        "--kind",
+        choices=["reader", "feature", "fusion", "backbone", "head", "loss"],
+        help="only plugins of this kind",
+    )
+    pll.add_argument("--format", **FORMAT_ARG)
     pll.set_defaults(func=cmd_plugins_list)
     pln = pl.add_parser("new", help="scaffold a plugin package (pyproject, entry point, plugin, test)")
     pln.add_argument("name", help="distribution name, e.g. ptmkit-hydrophobic (plugin 'hydrophobic')")
-    pln.add_argument("--kind", choices=["feature", "fusion", "loss"], default="feature")
+    pln.add_argument(
+        "--kind",
+        choices=["feature", "fusion", "loss"],
+        default="feature",
+        help="plugin kind (default: feature)",
+    )
     pln.add_argument("--dir", default=".", help="folder to create NAME/ in (default: current folder)")
     pln.set_defaults(func=cmd_plugins_new)
 
@@ -360,25 +545,42 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="filter by tag, e.g. ptmkit.dataset=uniptms:H1",
     )
-    c.add_argument("--metrics", help="comma-separated metric names (default test/mcc,test/auc,...)")
-    c.add_argument("--status", help="FINISHED, FAILED, RUNNING ...")
-    c.add_argument("--sort", help="column to sort by, descending")
-    c.add_argument("--limit", type=int, default=200)
-    c.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
-    c.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    c.add_argument(
+        "--metrics",
+        help="comma-separated metric names as logged (test/mcc, test/tuned_mcc, val_best/ap ...) or "
+        "short for test/<name> (mcc, tuned_mcc, auc); default test/mcc,test/auc,test/ap,test/acc,"
+        "test/sen,test/spec,test/tuned_mcc; see docs/tracking.md",
+    )
+    c.add_argument(
+        "--params",
+        help="comma-separated param columns, in full or by a unique last part (train.epochs or epochs)",
+    )
+    c.add_argument("--status", help="only runs with this status: FINISHED, FAILED, KILLED, RUNNING")
+    c.add_argument(
+        "--sort", help="a column, metric or param to sort by (numbers and times descending, text ascending)"
+    )
+    c.add_argument(
+        "--full-ids",
+        action="store_true",
+        help="show 32-digit run ids (default: the shortest prefix unique in the store, >= 8 digits)",
+    )
+    c.add_argument("--limit", type=_int_in(1), default=200, help="show at most this many runs (default 200)")
+    c.add_argument("--format", **FORMAT_ARG)
+    c.add_argument("--uri", help=STORE_HELP)
     c.set_defaults(func=cmd_compare)
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
-    u.add_argument("--uri")
+    u.add_argument("--port", type=_int_in(1, 65535), default=5000, help="port on 127.0.0.1 (default 5000)")
+    u.add_argument("--uri", help=STORE_HELP)
     u.set_defaults(func=cmd_ui)
 
-    uri_help = "tracking URI for run ids, runs:/ and models:/ (default: $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    uri_help = f"store for run ids, runs:/ and models:/: {STORE_HELP}"
     pr = sub.add_parser(
         "predict",
         help="scan whole proteins (FASTA) with one or more packaged models; write a site table",
         description="Every candidate residue of each model's PTM type in every protein gets a score and "
-        "a call. MODEL: a model folder, a run id, runs:/<run_id>/model or models:/<name>@<alias>.",
+        "a call. MODEL: a model folder, a run id (or its first 8+ hex digits, as `ptmkit compare` shows "
+        "it), runs:/<run_id>/model or models:/<name>@<alias>.",
     )
     pr.add_argument("models", nargs="+", metavar="MODEL", help="one or more models (a multi-PTM scan)")
     pr.add_argument("fasta", metavar="FASTA", help="proteins to scan (plain or .gz)")
@@ -386,25 +588,34 @@ def parser() -> argparse.ArgumentParser:
     rules = pr.add_mutually_exclusive_group()
     rules.add_argument(
         "--rule",
-        choices=["val_spec95", "val_max_mcc", "0.5"],
+        choices=THRESHOLD_RULES,
         default=None,
-        help="threshold rule (default val_spec95: the validation threshold at 95%% specificity)",
+        help="threshold rule (default val_spec95: the validation threshold at 95%% specificity; "
+        "val_mcc_bootstrap and val_mcc_smooth: steadier max-MCC rules for small validation sets)",
     )
-    rules.add_argument("--threshold", type=float, help="one fixed threshold for every model")
+    rules.add_argument("--threshold", type=_unit_float, help="one fixed threshold in [0, 1] for every model")
     pr.add_argument("--plot", metavar="DIR", help="write a score-along-sequence PNG per protein into DIR")
-    pr.add_argument("--plot-max", type=int, default=50, help="plot at most this many proteins (default 50)")
-    pr.add_argument("--batch-size", type=int, default=2048, help="candidate sites per protein batch")
+    pr.add_argument(
+        "--plot-max", type=_int_in(0), default=50, help="plot at most this many proteins (default 50)"
+    )
+    pr.add_argument(
+        "--batch-size", type=_int_in(1), default=2048, help="candidate sites per batch (default 2048)"
+    )
     pr.add_argument(
         "--known-sites", action="store_true", help="add a 'known' column from '#' marks in the input"
     )
-    pr.add_argument("--threads", type=int, help="torch CPU threads")
+    pr.add_argument("--threads", type=_int_in(1), help="torch CPU threads (default: torch's choice)")
     pr.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     pr.add_argument("--uri", help=uri_help)
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="metrics of a packaged model on a labelled held-out set")
-    ev.add_argument("model", help="model folder, run id, runs:/<run_id>/model or models:/<name>@<alias>")
+    ev.add_argument(
+        "model",
+        help="model folder, run id (or its first 8+ hex digits), runs:/<run_id>/model or "
+        "models:/<name>@<alias>",
+    )
     ev.add_argument(
         "source", help="annotated file (e.g. '#'-marked FASTA) or a catalogue name like uniptms:K2"
     )
@@ -412,23 +623,49 @@ def parser() -> argparse.ArgumentParser:
         "--reader",
         help="reader of the file (default: protein_sites if headers carry '#pos', else musite_fasta)",
     )
-    ev.add_argument("--split", help="only this split (catalogue sources: e.g. test)")
+    ev.add_argument(
+        "--split",
+        help="only this split (catalogue sources: e.g. test; for a source without one, such as K1 or C2, "
+        "the split the model's run drew, from its data/splits.tsv.gz)",
+    )
     ev.add_argument("--option", action="append", metavar="KEY=VALUE", help="extra reader option (repeatable)")
-    ev.add_argument("--data-root")
-    ev.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    ev.add_argument("--data-root", help=DATA_ROOT_HELP)
+    ev.add_argument("--format", **FORMAT_ARG)
     ev.add_argument("--json", metavar="FILE", help="also write counts, thresholds and metrics as JSON")
-    ev.add_argument("--threads", type=int, help="torch CPU threads")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--threads", type=_int_in(1), help="torch CPU threads (default: torch's choice)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     ev.add_argument("--uri", help=uri_help)
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
 
     rg = sub.add_parser("register", help="register a run's model in the MLflow model registry")
-    rg.add_argument("run_id")
+    rg.add_argument(
+        "run_id", help="id (or its first 8+ hex digits, as `ptmkit compare` shows it) of a finished run"
+    )
     rg.add_argument("name", help="registered model name")
     rg.add_argument("--alias", help="alias to point at the new version, e.g. production")
     rg.add_argument("--uri", help=uri_help)
     rg.set_defaults(func=cmd_register)
+
+    ru = sub.add_parser("runs", help="maintain the tracked runs").add_subparsers(
+        dest="runs_command", required=True
+    )
+    rms = ru.add_parser(
+        "mark-stale",
+        help="end runs left RUNNING by a killed process (no heartbeat for a while) as FAILED",
+        description="A run records a heartbeat every minute while it runs; one left RUNNING by SIGKILL, "
+        "the OOM killer or a power cut stops beating. This ends every such run FAILED, with "
+        "ptmkit.error saying since when it was silent.",
+    )
+    rms.add_argument(
+        "--older-than",
+        type=float,
+        metavar="SECONDS",
+        help="silent for more than this many seconds (default: $PTMKIT_STALE_AFTER_S or 600)",
+    )
+    rms.add_argument("--dry-run", action="store_true", help="list the stale runs, change nothing")
+    rms.add_argument("--uri", help=uri_help)
+    rms.set_defaults(func=cmd_runs_mark_stale)
     return p
 
 
@@ -437,10 +674,24 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"warning: {message}\n"
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM unwind like SIGINT (``Terminated``), so runs are ended KILLED, not left
+    RUNNING; returns the undo (in-process callers such as tests get their handler back)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
+    restore = _on_sigterm()
     try:
         return int(args.func(args) or 0)
     except PtmkitError as exc:
@@ -449,8 +700,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted by SIGINT", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(str(exc), file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise
@@ -459,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

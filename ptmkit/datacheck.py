@@ -10,15 +10,22 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import catalog
 from .alphabet import NONSTANDARD, PAD
 from .datasets import DatasetInfo, load_source
-from .sitetable import SiteTable
+from .errors import PtmkitError
+from .hooks import get_registry
+from .sitetable import PROTEIN_IDS, SPLITS, SiteTable
+from .textio import iter_lines
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 _LABEL = {1: "positive", 0: "negative"}
 _SPLIT_ORDER = ("train", "valid", "test", "unsplit")
@@ -58,11 +65,16 @@ class DataReport:
     name: str
     sections: list[Section] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    #: what the split step of a recipe did (data.split.group / dedupe), one line each
+    notes: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         parts = [f"Data check: {self.name}", ""]
         for section in self.sections:
             parts += [section.render(), ""]
+        if self.notes:
+            parts += [f"Notes ({len(self.notes)})", "-" * len(f"Notes ({len(self.notes)})")]
+            parts += [f"- {n}" for n in self.notes] + [""]
         parts.append(f"Defects ({len(self.defects)})")
         parts.append("-" * len(parts[-1]))
         parts += [f"- {d}" for d in self.defects] or ["none"]
@@ -80,16 +92,131 @@ def check_source(source: str | Mapping[str, object], *, base_dir: Path, data_roo
     return report
 
 
-def check_table(table: SiteTable, info: DatasetInfo) -> DataReport:
-    """Every check that needs only the rows and what is known about the dataset."""
-    report = DataReport(
-        f"{info.name} ({info.ptm}, residues {info.residues or '?'}, window {table.width}, {len(table)} rows)"
+def check_recipe(recipe: Recipe, *, data_root: Path) -> DataReport:
+    """Check a recipe's data as its run would see it: read, residue-filtered and split
+    (``data.split`` drawn with its seed, group and dedupe, or read from ``data.split.file``)."""
+    from .run import prepare_data
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table, info = prepare_data(recipe, data_root)
+    # the paper's train counts hold the run's train + valid rows: comparing them would mislead
+    info = replace(info, paper=None)
+    report = check_table(table, info, f"{info.name} split as recipe {recipe.name!r} splits it")
+    report.notes += [str(w.message) for w in caught if str(w.message).startswith("data.split")]
+    if catalog.is_catalog_name(recipe.data.source):
+        _check_files(report, catalog.get(str(recipe.data.source)), Path(data_root) / catalog.COLLECTION)
+    return report
+
+
+def resolve_source(
+    items: list[str],
+    *,
+    reader: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    base_dir: Path,
+) -> tuple[str | dict[str, Any] | Recipe, Path]:
+    """What ``ptmkit data check SOURCE...`` names, and the folder its paths are relative to.
+
+    One of: a catalogue name (``uniptms:C2``); a recipe file (its data section, split as the run
+    splits it); a reader mapping, inline (``'{reader: csv_sites, files: {train: a.csv}}'``) or
+    in a YAML/JSON file; or data files with ``--reader NAME`` (``SPLIT=FILE`` or ``KEY=FILE``
+    for a reader option such as ``positive=pos.fa``; one bare file is ``unsplit``).
+    """
+    from . import recipe as recipes
+    from . import safeyaml
+
+    options = dict(options or {})
+    if reader is not None:
+        return _files_source(items, reader, options), base_dir
+    if options:
+        raise PtmkitError("--option needs --reader (options of the reader that reads the files)")
+    if len(items) != 1:
+        raise PtmkitError(
+            f"{len(items)} sources given; give one catalogue name, recipe or reader mapping, or the data "
+            "files with --reader NAME (e.g. train=a.csv test=b.csv --reader csv_sites)"
+        )
+    item = items[0]
+    if catalog.is_catalog_name(item):
+        catalog.get(item)  # an unknown id fails here, listing the catalogue
+        return item, base_dir
+    path = Path(item).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if path.is_dir():
+        raise PtmkitError(
+            f"{item}: is a directory; give a data file with --reader, a recipe or a catalogue name"
+        )
+    if path.is_file():
+        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+            readers = ", ".join(get_registry().names("reader"))
+            raise PtmkitError(f"{item}: a data file needs --reader NAME (readers: {readers})")
+        text = "\n".join(line for _, line in iter_lines(path))
+        data = safeyaml.load(text, str(path))
+        if isinstance(data, dict) and "data" in data:
+            return recipes.load(path, overrides), path.parent
+        if isinstance(data, dict) and "reader" in data:
+            return data, path.parent
+        raise PtmkitError(
+            f"{item}:1: neither a recipe (no 'data:' section) nor a reader mapping (no 'reader:' key)"
+        )
+    if item.lstrip().startswith("{") or ":" in item:
+        data = safeyaml.load(item, "SOURCE")
+        if isinstance(data, dict):
+            if "reader" not in data:
+                raise PtmkitError(
+                    f"SOURCE {item!r}: a reader mapping needs a 'reader' key (e.g. reader: csv_sites)"
+                )
+            return data, base_dir
+    raise PtmkitError(
+        f"{item}: no such file, and not a catalogue name (like uniptms:H1) or a reader mapping "
+        "(like '{reader: csv_sites, files: {train: a.csv}}')"
     )
+
+
+def _files_source(items: list[str], reader: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``{reader, files: {...}, ...options}`` from ``train=a.csv test=b.csv`` (or one bare file)."""
+    fields = get_registry().get("reader", reader).obj.Config.model_fields
+    source: dict[str, Any] = {"reader": reader, **options}
+    files: dict[str, str] = dict(source.pop("files", None) or {})
+    bare: list[str] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key.isidentifier():
+            if key in SPLITS:
+                files[key] = value
+            elif key in fields or key in ("name", "ptm", "residues"):
+                source[key] = value
+            else:
+                valid = ", ".join([*SPLITS, *sorted(k for k in fields if k != "files")])
+                raise PtmkitError(
+                    f"{item!r}: {key!r} is neither a split nor an option of reader {reader!r}; valid: {valid}"
+                )
+        else:
+            bare.append(item)
+    if bare and "files" not in fields:
+        raise PtmkitError(
+            f"reader {reader!r} takes no 'files'; name each file by its option, e.g. "
+            f"{' '.join(f'{k}=FILE' for k in fields if k in ('positive', 'negative')) or 'KEY=FILE'}"
+        )
+    if len(bare) > 1 or (bare and files):
+        raise PtmkitError(f"several files: give each its split, e.g. train={bare[0]} test={bare[-1]}")
+    if bare:
+        files["unsplit"] = bare[0]
+    if files:
+        source["files"] = files
+    return source
+
+
+def check_table(table: SiteTable, info: DatasetInfo, label: str | None = None) -> DataReport:
+    """Every check that needs only the rows and what is known about the dataset."""
+    about = f"{info.ptm}, residues {info.residues or '?'}, window {table.width}, {len(table)} rows"
+    report = DataReport(f"{label or info.name} ({about})")
     frame = table.frame
     _counts(report, frame, table.meta, info.paper)
     _duplicates(report, frame)
     _conflicts(report, frame)
-    _overlap(report, frame, bool(table.proteins))
+    _overlap(report, frame, table.meta.get(PROTEIN_IDS) is not False)
     _residues(report, frame, info.residues)
     _marked_sites(report, table.meta)
     return report
@@ -192,12 +319,13 @@ def _conflicts(report: DataReport, frame: pd.DataFrame) -> None:
     )
 
 
-def _overlap(report: DataReport, frame: pd.DataFrame, whole_proteins: bool) -> None:
-    """Identical windows in two splits (and, for whole proteins, shared protein ids)."""
+def _overlap(report: DataReport, frame: pd.DataFrame, proteins_known: bool) -> None:
+    """Identical windows in two splits, and proteins with rows in two splits (every reader whose
+    ids name proteins: a protein in both train and test leaks its neighbourhood, if not its windows)."""
     splits = [s for s in _splits(frame) if s != "unsplit"]
     headers = ["splits", "windows", "rows in first", "rows in second", "label differs"]
-    if whole_proteins:
-        headers.append("proteins")
+    if proteins_known:
+        headers += ["proteins", "their rows in first", "their rows in second"]
     rows: list[list[object]] = []
     for i, first in enumerate(splits):
         for second in splits[i + 1 :]:
@@ -211,21 +339,31 @@ def _overlap(report: DataReport, frame: pd.DataFrame, whole_proteins: bool) -> N
             span_b = in_b.groupby("window")["label"].agg(["min", "max"]).reindex(span_a.index)
             differ = int((span_a != span_b).any(axis=1).sum())
             row: list[object] = [f"{first}/{second}", len(shared), len(in_a), len(in_b), differ]
-            proteins = ""
-            if whole_proteins:
-                common = set(a["protein_id"].unique()) & set(b["protein_id"].unique())
-                row.append(len(common))
-                if common:
-                    proteins = f"; {len(common)} proteins in both: {', '.join(sorted(common)[:5])}"
-            rows.append(row)
             if len(shared):
                 report.defects.append(
                     f"{first}/{second} overlap: {len(shared)} windows occur in both "
                     f"({len(in_a)} {first} rows, {len(in_b)} {second} rows; {differ} with "
-                    f"different labels){proteins}"
+                    "different labels)"
                 )
+            if proteins_known:
+                common = pd.Index(a["protein_id"].unique()).intersection(pd.Index(b["protein_id"].unique()))
+                on_a = a[a["protein_id"].isin(common)]
+                on_b = b[b["protein_id"].isin(common)]
+                row += [len(common), len(on_a), len(on_b)]
+                if len(common):
+                    example = sorted(common)[0]
+                    where_a = _row_text(on_a[on_a["protein_id"] == example].iloc[0])
+                    where_b = _row_text(on_b[on_b["protein_id"] == example].iloc[0])
+                    report.defects.append(
+                        f"{first}/{second}: {len(common)} proteins have rows in both splits "
+                        f"({len(on_b)} of {len(b)} {second} rows, {len(on_a)} of {len(a)} {first} "
+                        f"rows), e.g. {example} ({where_a}, {where_b})"
+                    )
+            rows.append(row)
     if splits[1:]:
-        report.sections.append(Section("Overlap between splits (identical windows)", headers, rows))
+        note = "" if proteins_known else "protein ids name records (e.g. Pos_1), not proteins: not compared"
+        title = "Overlap between splits (identical windows, shared proteins)"
+        report.sections.append(Section(title, headers, rows, note))
 
 
 def _residues(report: DataReport, frame: pd.DataFrame, residues: str) -> None:
@@ -312,6 +450,12 @@ def _check_files(report: DataReport, entry: catalog.Dataset, base: Path) -> None
         if same and earlier:  # the copy is the defect, not the original
             report.defects.append(f"{rel} is byte-identical to {same}")
     report.sections.append(Section("Files", ["file", "sha256", "status", "identical to"], rows))
+
+
+def _row_text(row: pd.Series) -> str:
+    """``K2/train.txt:12 site 40`` (the site only for whole proteins, where one line holds many)."""
+    site = "" if pd.isna(row["position"]) else f" site {row['position']}"
+    return f"{_short(str(row['origin']))}{site}"
 
 
 def _short(origin: str) -> str:

@@ -52,6 +52,9 @@ def load_source(
 ) -> tuple[SiteTable, DatasetInfo]:
     """Read a catalogue dataset (``"uniptms:H1"``) or a reader mapping into a SiteTable.
 
+    A mapping may carry ``name:`` (the dataset tag, see :func:`source_name`), ``ptm:`` and
+    ``residues:`` besides the reader's own config.
+
     ``window`` is passed to readers that cut windows themselves and centre-crops the others.
     ``task`` overrides the task column (default: the PTM name). ``on_bad_site`` overrides that
     option for readers that have it (the data check uses ``"warn"`` to report, not fail).
@@ -76,7 +79,8 @@ def load_source(
             raise RecipeError(f"{where}.reader: Field required (the name of a reader plugin)")
         ptm = str(settings.pop("ptm", settings.get("task", "ptm")))
         residues = str(settings.pop("residues", "") or "")
-        name, base, paper = reader_name, Path(base_dir), None
+        name = source_name(reader_name, settings.pop("name", None), settings, where)
+        base, paper = Path(base_dir), None
     else:
         raise RecipeError(f"{where}: expected a catalogue name or a mapping, got {source!r}")
 
@@ -107,6 +111,25 @@ def load_source(
         residues = "".join(sorted(set(table.frame["residue"].unique())))
     info = DatasetInfo(name=name, ptm=ptm, residues=residues, window=table.width, paper=paper)
     return table, info
+
+
+def source_name(reader: str, name: object, settings: Mapping[str, object], where: str) -> str:
+    """The dataset tag of a reader mapping: its ``name:``, else ``reader:<stem of its first file>``.
+
+    Runs are tagged and compared by this name, so two file sources read by one reader must not
+    both be called ``csv_sites``.
+    """
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise RecipeError(f"{where}.name: expected a non-empty dataset name (got {name!r})")
+        return name.strip()
+    files = settings.get("files")
+    first = next(iter(files.values()), None) if isinstance(files, Mapping) and files else None
+    first = first if first is not None else settings.get("positive")
+    if not isinstance(first, str | Path):
+        return reader
+    stem = Path(first).name.removesuffix(".gz")
+    return f"{reader}:{Path(stem).stem or stem}"
 
 
 def _require_files(entry: catalog.Dataset, base: Path, data_root: Path) -> None:

@@ -29,3 +29,20 @@ class RecipeError(PtmkitError):
 
 class GraphError(RecipeError):
     """The model graph is inconsistent: missing input, cycle, unused node, dimension mismatch."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (or another terminating signal) arrived: unwinds like KeyboardInterrupt does for
+    SIGINT, so a run is ended KILLED with the reason instead of being left RUNNING."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)
+
+    def __str__(self) -> str:
+        import signal
+
+        try:
+            return f"terminated by {signal.Signals(self.signum).name}"
+        except ValueError:
+            return f"terminated by signal {self.signum}"

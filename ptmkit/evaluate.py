@@ -7,6 +7,7 @@ windows are cut with the model's width, features encoded and scores computed wit
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from .errors import PtmkitError
 from .featurize import encode_all, padding_mask
 from .packaging import LoadedModel
 from .sitetable import SiteTable
+from .splits import apply_split_file
+from .textio import iter_lines
 from .train import Split, predict
 
 #: Readers picked for a file when ``--reader`` is not given (by the first header).
@@ -37,6 +40,8 @@ class Evaluation:
     scores: np.ndarray
     report: dict[str, float]
     dropped_residues: int = 0
+    #: where ``split`` came from when the source has none of its own (the run's splits artifact)
+    split_from: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -66,6 +71,10 @@ class Evaluation:
                 "auc": r["auc"],
                 "ap": r["ap"],
             }
+        for rule in (k for k in t if k not in ("default", "val_max_mcc", "val_spec95")):
+            # further validation rules in the package (val_mcc_smooth, val_mcc_bootstrap, ...)
+            at = metrics.at_threshold(self.table.labels, self.scores, t[rule])
+            rows[f"{rule} threshold {t[rule]:.4f}"] = {**at, "auc": r["auc"], "ap": r["ap"]}
         frame = pd.DataFrame.from_dict(rows, orient="index")[list(metrics.NAMES)]
         frame.index.name = "rule"
         return frame
@@ -81,19 +90,78 @@ class Evaluation:
             "thresholds": self.model.thresholds,
             "metrics": self.report,
             "dropped_off_target_rows": self.dropped_residues,
+            "split_from": self.split_from,
         }
 
 
 def guess_reader(path: Path) -> str:
     """``protein_sites`` when the first header carries '#pos' tokens (K2), else ``musite_fasta``."""
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        for line in fh:
-            if line.startswith(">"):
-                tokens = line[1:].split()
-                if any(t.startswith("#") and t[1:].isdigit() for t in tokens):
-                    return "protein_sites"
-                return "musite_fasta"
+    for _, line in iter_lines(path):  # plain or gzip, as the reader will read it
+        if line.startswith(">"):
+            tokens = line[1:].split()
+            if any(t.startswith("#") and t[1:].isdigit() for t in tokens):
+                return "protein_sites"
+            return "musite_fasta"
     return "musite_fasta"
+
+
+def run_split(
+    model: LoadedModel, table: SiteTable, source: str, split: str, tracking_uri: str | None
+) -> tuple[SiteTable, str]:
+    """``table`` split as the model's run split it: the run's own ``data/splits.tsv.gz``.
+
+    For a source without a published ``split`` (K1, C2), the run drew one; evaluating on
+    anything else would mix its training rows into the metrics.
+    """
+    import mlflow
+
+    from .packaging import _quiet_mlflow
+    from .tracking import tracking_uri as default_uri
+
+    run_id = model.meta.get("run_id")
+    present = ", ".join(sorted(set(table.frame["split"])))
+    if not run_id:
+        raise PtmkitError(
+            f"{source} has no {split!r} split (it has {present}) and model {model.ref} names no run whose "
+            "drawn split could be rebuilt"
+        )
+    uri = tracking_uri or default_uri()
+    artifact = f"runs:/{run_id}/data/splits.tsv.gz"
+    with tempfile.TemporaryDirectory(prefix="ptmkit-splits-") as tmp:
+        try:
+            with _quiet_mlflow():
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact, dst_path=tmp, tracking_uri=uri
+                )
+        except Exception as exc:  # MlflowException: no such run or artifact, unreachable store
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PtmkitError(
+                f"{source} has no {split!r} split (it has {present}); the split of model {model.ref}'s run "
+                f"could not be read from {artifact} in {uri}: {first} (pass --uri for the run's store)"
+            ) from None
+        data = model.recipe.data
+        if data.residues:  # the run filtered residues before it split
+            table = table.subset(table.frame["residue"].isin(list(data.residues)).to_numpy())
+        table = apply_split_file(table, Path(local), dedupe=data.split.dedupe)
+    return table, artifact
+
+
+def check_reader_options(reader: str, options: dict[str, object], flag: str = "--option") -> None:
+    """Refuse a ``--option KEY=VALUE`` the reader has no setting for, listing its valid keys: a
+    typo otherwise surfaces as pydantic's "Extra inputs are not permitted" under ``data.source``."""
+    import difflib
+
+    from .hooks import get_registry
+
+    fields = get_registry().get("reader", reader).obj.Config.model_fields
+    valid = sorted((set(fields) - {"files"}) | {"ptm", "residues"})  # files: the evaluated file itself
+    for key in options:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise PtmkitError(
+                f"{flag} {key}=...: reader {reader!r} has no option {key!r}.{hint} valid: {', '.join(valid)}"
+            )
 
 
 def load_labelled(
@@ -104,8 +172,14 @@ def load_labelled(
     split: str | None,
     options: dict[str, Any] | None,
     data_root: Path,
-) -> tuple[SiteTable, str, int]:
-    """Read ``source`` with the model's window; keep ``split`` and the model's residues."""
+    tracking_uri: str | None = None,
+) -> tuple[SiteTable, str, int, str | None]:
+    """Read ``source`` with the model's window; keep ``split`` and the model's residues.
+
+    Returns the rows, the reader, how many off-target rows were left out, and where ``split``
+    came from when the run drew it (a catalogue source without that split, see :func:`run_split`).
+    """
+    split_from = None
     if catalog.is_catalog_name(source):
         if reader or options:
             raise PtmkitError("--reader/--option apply to files; a catalogue name brings its own reader")
@@ -125,11 +199,16 @@ def load_labelled(
             table, _ = load_source(settings, base_dir=base, data_root=data_root, window=model.window)
         else:
             table, _ = load_source(source, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+            if split in ("train", "valid", "test") and split not in set(table.frame["split"]):
+                table, split_from = run_split(model, table, source, split, tracking_uri)
     else:
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise PtmkitError(f"{source}: is a directory; give an annotated file or a catalogue name")
         if not path.is_file():
             raise PtmkitError(f"{source}: no such file and not a catalogue name (like uniptms:K2)")
         reader_name = reader or guess_reader(path)
+        check_reader_options(reader_name, options or {})
         from .hooks import get_registry
 
         if "files" not in get_registry().get("reader", reader_name).obj.Config.model_fields:
@@ -157,7 +236,7 @@ def load_labelled(
         raise PtmkitError(f"{source}: no site with a {model.residues} centre residue to evaluate")
     if table.width != model.window:
         raise PtmkitError(f"{source}: windows of width {table.width}, but the model reads {model.window}")
-    return table, reader_name, dropped
+    return table, reader_name, dropped, split_from
 
 
 def evaluate_model(
@@ -169,10 +248,20 @@ def evaluate_model(
     options: dict[str, Any] | None = None,
     data_root: Path,
     progress: bool = False,
+    tracking_uri: str | None = None,
 ) -> Evaluation:
-    """Metrics of ``model`` on a labelled source (``metrics.evaluate`` + the val_spec95 cut-off)."""
-    table, reader_name, dropped = load_labelled(
-        model, source, reader=reader, split=split, options=options, data_root=data_root
+    """Metrics of ``model`` on a labelled source (``metrics.evaluate`` + the val_spec95 cut-off).
+
+    ``tracking_uri`` is the store of the model's run, read when the split must be rebuilt.
+    """
+    table, reader_name, dropped, split_from = load_labelled(
+        model,
+        source,
+        reader=reader,
+        split=split,
+        options=options,
+        data_root=data_root,
+        tracking_uri=tracking_uri,
     )
     tensors = encode_all(model.features, table, progress=progress)
     labels = table.labels
@@ -184,4 +273,4 @@ def evaluate_model(
     if "val_spec95" in thresholds:
         at95 = metrics.at_threshold(labels, scores, thresholds["val_spec95"])
         report.update({f"spec95_{k}": at95[k] for k in ("acc", "sen", "spec", "mcc")})
-    return Evaluation(model, source, reader_name, split, table, scores, report, dropped)
+    return Evaluation(model, source, reader_name, split, table, scores, report, dropped, split_from)

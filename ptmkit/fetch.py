@@ -13,9 +13,11 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from . import catalog
 from .errors import PtmkitError
+from .outputs import write_error
 
 _CHUNK = 1 << 16
 
@@ -54,26 +56,44 @@ def fetch(
     return paths
 
 
+def _copy_url(url: str, out: BinaryIO, h: Any, timeout: float) -> None:
+    """Stream ``url`` into ``out``; a network failure is a PtmkitError, a write failure an OSError."""
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _unreachable(url, exc) from None
+    with response:
+        while True:
+            try:
+                block = response.read(_CHUNK)
+            except OSError as exc:
+                raise _unreachable(url, exc) from None
+            if not block:
+                return
+            h.update(block)
+            out.write(block)
+
+
+def _unreachable(url: str, exc: Exception) -> PtmkitError:
+    reason = getattr(exc, "reason", exc)
+    return PtmkitError(
+        f"could not download {url}: {reason}. Without network access, copy the "
+        f"{catalog.COLLECTION} files from a machine that has them and set "
+        f"PTMKIT_DATA (or --data-root) to the folder holding {catalog.COLLECTION}/"
+    )
+
+
 def _download(url: str, target: Path, expected: str, rel: str, timeout: float) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    for block in iter(lambda: response.read(_CHUNK), b""):
-                        h.update(block)
-                        out.write(block)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise PtmkitError(
-                    f"could not download {url}: {reason}. Without network access, copy the "
-                    f"{catalog.COLLECTION} files from a machine that has them and set "
-                    "PTMKIT_DATA (or --data-root) to the folder holding "
-                    f"{catalog.COLLECTION}/"
-                ) from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy_url(url, out, h, timeout)
+        except OSError as exc:  # writing, not downloading, failed: disk full, read-only ...
+            raise write_error(target, exc) from None
         got = h.hexdigest()
         if got != expected:
             raise PtmkitError(

@@ -16,7 +16,10 @@ from torch import nn
 
 from .errors import GraphError
 from .plugin_api import GraphModule
-from .recipe import PluginUse, Recipe
+from .recipe import Key, PluginUse, Recipe
+
+#: ``key path -> file:line`` of a recipe (``Recipe.locations``); empty for packaged recipes.
+Locations = dict[Key, str]
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -24,11 +27,29 @@ def _split_ref(ref: str) -> tuple[str, str]:
     return name, output or "out"
 
 
-def topological_order(nodes: dict[str, PluginUse], features: set[str]) -> list[str]:
-    """Order nodes so every input comes first; report unknown inputs and cycles precisely."""
+def _at(locations: Locations | None, key: Key, label: str) -> str:
+    """``file:line: label`` for the deepest located prefix of ``key``: a graph error then points
+    at the recipe line to fix (the ``inputs:`` entry, the node), not only at a key path."""
+    for n in range(len(key), 1, -1):
+        where = (locations or {}).get(key[:n])
+        if where:
+            return f"{where}: {label}"
+    return label
+
+
+def _node_key(name: str, *rest: str | int) -> Key:
+    return ("model", "nodes", name, *rest)
+
+
+def check_inputs(nodes: dict[str, PluginUse], features: set[str], locations: Locations | None = None) -> None:
+    """Every input names a feature or a node, and no node shadows a feature (checked first: an
+    unknown input otherwise surfaces as a confusing "cannot tell the output node")."""
     for name, use in nodes.items():
         if name in features:
-            raise GraphError(f"{use.where}: node name {name!r} is also a feature name; rename one")
+            raise GraphError(
+                _at(locations, _node_key(name), f"{use.where}: node name {name!r} is also a feature name; "
+                "rename one")
+            )
         for i, ref in enumerate(use.inputs):
             target, _ = _split_ref(ref)
             if target not in nodes and target not in features:
@@ -36,18 +57,39 @@ def topological_order(nodes: dict[str, PluginUse], features: set[str]) -> list[s
                 close = difflib.get_close_matches(target, known, n=2, cutoff=0.5)
                 hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
                 raise GraphError(
-                    f"{use.where}.inputs[{i}]: {ref!r} is neither a feature nor a node.{hint} "
-                    f"Features: {', '.join(sorted(features))}; nodes: {', '.join(nodes)}"
+                    _at(
+                        locations,
+                        _node_key(name, "inputs", i),
+                        f"{use.where}.inputs[{i}]: {ref!r} is neither a feature nor a node.{hint} "
+                        f"Features: {', '.join(sorted(features))}; nodes: {', '.join(nodes)}",
+                    )
                 )
+
+
+def topological_order(
+    nodes: dict[str, PluginUse], features: set[str], locations: Locations | None = None
+) -> list[str]:
+    """Order nodes so every input comes first; report unknown inputs and cycles precisely."""
+    check_inputs(nodes, features, locations)
     order: list[str] = []
     state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def edge(reader: str, read: str) -> Key:
+        """Key of the first input of ``reader`` that names node ``read``."""
+        i = next(i for i, ref in enumerate(nodes[reader].inputs) if _split_ref(ref)[0] == read)
+        return _node_key(reader, "inputs", i)
 
     def visit(name: str, stack: list[str]) -> None:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
             cycle = stack[stack.index(name) :] + [name]
-            raise GraphError(f"model.nodes: cycle {' -> '.join(cycle)}")
+            edges = [edge(a, b) for a, b in zip(cycle, cycle[1:], strict=False)]
+            # located at a --set override in the cycle if there is one (what the user just changed),
+            # else at the input that closes it (the last edge walked)
+            overridden = [k for k in edges if _at(locations, k, "").startswith("--set")]
+            pick = overridden[0] if overridden else edges[-1]
+            raise GraphError(_at(locations, pick, f"model.nodes: cycle {' -> '.join(cycle)}"))
         state[name] = 1
         for ref in nodes[name].inputs:
             target, _ = _split_ref(ref)
@@ -76,18 +118,29 @@ def _ancestors(name: str, nodes: dict[str, PluginUse]) -> set[str]:
 
 def output_node(recipe: Recipe) -> str:
     """The node whose ``out`` is the logits: ``model.output`` or the single node nobody reads."""
+    check_inputs(recipe.nodes, set(recipe.features), recipe.locations)
     if recipe.output is not None:
         if recipe.output not in recipe.nodes:
             raise GraphError(
-                f"model.output: {recipe.output!r} is not a node; nodes: {', '.join(recipe.nodes)}"
+                _at(
+                    recipe.locations,
+                    ("model", "output"),
+                    f"model.output: {recipe.output!r} is not a node; nodes: {', '.join(recipe.nodes)}",
+                )
             )
         return recipe.output
     used = {_split_ref(r)[0] for use in recipe.nodes.values() for r in use.inputs}
     sinks = [n for n in recipe.nodes if n not in used]
+    if not sinks:  # every node is read by another: there is a cycle, report it precisely
+        topological_order(recipe.nodes, set(recipe.features), recipe.locations)
     if len(sinks) != 1:
         raise GraphError(
-            f"model: cannot tell the output node; nodes read by no other node: {', '.join(sinks)}. "
-            "Set model.output to the head node (or remove the unused nodes)"
+            _at(
+                recipe.locations,
+                ("model", "nodes"),
+                f"model: cannot tell the output node; nodes read by no other node: {', '.join(sinks)}. "
+                "Set model.output to the head node (or remove the unused nodes)",
+            )
         )
     return sinks[0]
 
@@ -104,14 +157,19 @@ class ModelGraph(nn.Module):
     def __init__(self, recipe: Recipe, feature_dims: dict[str, int]) -> None:
         super().__init__()
         nodes = recipe.nodes
-        self.order = topological_order(nodes, set(recipe.features))
+        where = recipe.locations
+        self.order = topological_order(nodes, set(recipe.features), where)
         self.output = output_node(recipe)
         needed = _ancestors(self.output, nodes)
         unused = [n for n in nodes if n not in needed]
         if unused:
             raise GraphError(
-                f"model.nodes: node(s) {', '.join(map(repr, unused))} do not feed the output node "
-                f"{self.output!r}; remove them or wire them in"
+                _at(
+                    where,
+                    _node_key(unused[0]),
+                    f"model.nodes: node(s) {', '.join(map(repr, unused))} do not feed the output node "
+                    f"{self.output!r}; remove them or wire them in",
+                )
             )
         unused_features = [f for f in recipe.features if f not in needed]
         if unused_features:
@@ -128,23 +186,35 @@ class ModelGraph(nn.Module):
             n = len(use.inputs)
             if n < lo or (hi is not None and n > hi):
                 want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
-                raise GraphError(f"{use.where}.inputs: {use.spec.name!r} takes {want} input(s), got {n}")
+                raise GraphError(
+                    _at(
+                        where,
+                        _node_key(name, "inputs"),
+                        f"{use.where}.inputs: {use.spec.name!r} takes {want} input(s), got {n}",
+                    )
+                )
             in_dims = []
             for i, ref in enumerate(use.inputs):
                 if ref not in self.dims:
                     target, out = _split_ref(ref)
                     outs = [k for k in self.dims if k.startswith(f"{target}.")]
                     raise GraphError(
-                        f"{use.where}.inputs[{i}]: {target!r} has no output {out!r}; "
-                        f"outputs: {', '.join(o.split('.', 1)[1] for o in outs) or 'out'}"
+                        _at(
+                            where,
+                            _node_key(name, "inputs", i),
+                            f"{use.where}.inputs[{i}]: {target!r} has no output {out!r}; "
+                            f"outputs: {', '.join(o.split('.', 1)[1] for o in outs) or 'out'}",
+                        )
                     )
                 in_dims.append(self.dims[ref])
             try:
                 block: GraphModule = use.build(in_dims)
             except (ValueError, TypeError) as exc:
-                raise GraphError(f"{use.where}: {use.spec.name} with input dims {in_dims}: {exc}") from None
+                problem = f"{use.where}: {use.spec.name} with input dims {in_dims}: {exc}"
+                raise GraphError(_at(where, _node_key(name), problem)) from None
             if "out" not in block.output_dims:
-                raise GraphError(f"{use.where}: plugin {use.spec.name!r} declares no 'out' output")
+                problem = f"{use.where}: plugin {use.spec.name!r} declares no 'out' output"
+                raise GraphError(_at(where, _node_key(name), problem))
             for out, dim in block.output_dims.items():
                 self.dims[f"{name}.{out}"] = dim
             self.dims[name] = block.output_dims["out"]

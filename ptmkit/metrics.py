@@ -66,6 +66,87 @@ def threshold_max_mcc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((upper + lower) / 2)
 
 
+def threshold_bootstrap_mcc(
+    labels: np.ndarray, scores: np.ndarray, resamples: int = 200, seed: int = 0
+) -> float:
+    """Median of the max-MCC threshold over stratified bootstrap resamples of validation.
+
+    On a small validation set the single max-MCC threshold follows a handful of windows; the
+    median over resamples (each keeping the positive and negative counts) is the bagged estimate
+    of the same rule. Deterministic for a given ``seed``. Used on validation data only.
+    """
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    cuts = np.empty(resamples)
+    for i in range(resamples):
+        pick = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        cuts[i] = threshold_max_mcc(labels[pick], scores[pick])
+    return float(np.median(cuts))
+
+
+def threshold_smoothed_mcc(labels: np.ndarray, scores: np.ndarray, grid: int = 512) -> float:
+    """Threshold maximising MCC on a kernel-smoothed curve (validation data only).
+
+    Each window counts as a call with a weight that rises smoothly from 0 to 1 as its score
+    passes ``t`` (a logistic kernel) instead of a 0/1 step, so the MCC curve is smooth in ``t``
+    and its maximum does not jump between neighbouring windows. Smoothing is done on the logit
+    scale (sigmoid scores crowd at 0 and 1), with Silverman's bandwidth of the logit scores.
+    """
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    p = np.clip(scores, 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p))
+    iqr = float(np.subtract(*np.percentile(z, [75, 25])))
+    spread = min(float(np.std(z)), iqr / 1.349) or float(np.std(z)) or 1.0
+    bandwidth = max(0.9 * spread * len(z) ** -0.2, 1e-3)  # a standard deviation
+    scale = bandwidth * np.sqrt(3) / np.pi  # the logistic kernel with that standard deviation
+    ts = np.linspace(z.min(), z.max(), grid)
+    positive = labels == 1
+    tp, fp = np.empty(grid), np.empty(grid)
+    step = max(1, 2_000_000 // len(z))  # thresholds per block: bounded memory on large sets
+    for lo in range(0, grid, step):
+        weight = 0.5 + 0.5 * np.tanh((z[None, :] - ts[lo : lo + step, None]) / (2 * scale))  # soft calls
+        tp[lo : lo + step] = weight[:, positive].sum(1)
+        fp[lo : lo + step] = weight[:, ~positive].sum(1)
+    pos, neg = labels.sum(), len(labels) - labels.sum()
+    fn, tn = pos - tp, neg - fp
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = np.where(denom > 0, (tp * tn - fp * fn) / np.where(denom > 0, denom, 1), -1.0)
+    return float(1 / (1 + np.exp(-ts[int(np.argmax(mcc))])))
+
+
+#: Validation-chosen threshold rules: name -> function(labels, scores) (``threshold/<name>`` in MLflow).
+THRESHOLD_RULES = {
+    "val_max_mcc": threshold_max_mcc,
+    "val_spec95": lambda y, s: threshold_at_specificity(y, s, 0.95),
+    "val_mcc_bootstrap": threshold_bootstrap_mcc,
+    "val_mcc_smooth": threshold_smoothed_mcc,
+}
+
+#: Below these validation counts a validation-chosen threshold moves a lot with the split seed
+#: (measured in docs/benchmarks/threshold-stability.md), so ``ptmkit run`` says so.
+SMALL_VALID_WINDOWS = 200
+SMALL_VALID_POSITIVES = 30
+
+
+def small_validation_note(positives: int, negatives: int) -> str | None:
+    """A one-line warning when validation is too small for a stable threshold, else None."""
+    if positives + negatives >= SMALL_VALID_WINDOWS and min(positives, negatives) >= SMALL_VALID_POSITIVES:
+        return None
+    return (
+        f"the validation split is small ({positives} positive, {negatives} negative windows; "
+        f"< {SMALL_VALID_WINDOWS} windows or < {SMALL_VALID_POSITIVES} of a class): the threshold "
+        "chosen on it is noisy; compare threshold/val_mcc_smooth (predict --rule val_mcc_smooth) or raise "
+        "data.split.valid"
+    )
+
+
 def threshold_at_specificity(labels: np.ndarray, scores: np.ndarray, specificity: float = 0.95) -> float:
     """Lowest threshold whose specificity on these (validation) labels is >= ``specificity``."""
     negatives = np.sort(np.asarray(scores)[np.asarray(labels) == 0])

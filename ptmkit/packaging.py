@@ -24,9 +24,9 @@ import hashlib
 import json
 import os
 import pickle
-import re
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import yaml
 
-from . import __version__
+from . import __version__, runids, safeyaml
 from .errors import PtmkitError, RecipeError
 from .featurize import build_features
 from .graph import ModelGraph, used_features
@@ -53,8 +53,7 @@ ARTIFACT = "model"
 #: Folder name of the package inside a pyfunc model's ``artifacts/``.
 PYFUNC_KEY = "ptmkit"
 #: Threshold rules, in the order the CLI offers them. ``0.5`` is the fixed default cut-off.
-RULES = ("val_spec95", "val_max_mcc", "0.5")
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
+RULES = ("val_spec95", "val_max_mcc", "val_mcc_bootstrap", "val_mcc_smooth", "0.5")
 
 _PYFUNC_CODE = '''"""MLflow models-from-code entry point of a ptmkit model (written by ptmkit.packaging)."""
 
@@ -405,24 +404,31 @@ def resolve_ref(ref: str) -> str | Path:
         return path
     if ref.startswith(("runs:/", "models:/")):
         return ref
-    if _RUN_ID.fullmatch(ref):
-        return f"runs:/{ref}/{ARTIFACT}"
     if path.exists():
         raise PtmkitError(f"model {ref!r} is a file; give the model folder that holds {META}")
+    if runids.is_hex(ref):  # a run id or a prefix of one; ``download`` resolves it in the store
+        try:
+            return f"runs:/{runids.normalise(ref)}/{ARTIFACT}"
+        except runids.RunIdError as exc:
+            raise runids.RunIdError(f"model {ref!r} is not a folder, and as a run id: {exc}") from None
     raise PtmkitError(
-        f"model {ref!r} is neither a folder, a run id (32 hex digits), runs:/<run_id>/model nor "
-        "models:/<name>@<alias>"
+        f"model {ref!r} is neither a folder, a run id (or its first {runids.MIN_PREFIX}+ hex digits), "
+        "runs:/<run_id>/model nor models:/<name>@<alias>"
     )
 
 
 def _check_store(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise PtmkitError(
-                f"no MLflow store at {db}; run from the folder holding mlflow.db, or pass --uri / "
-                "set MLFLOW_TRACKING_URI"
-            )
+    """Open the store read-side (``tracking.open_store``): never creates one, refuses a file that
+    is not a database, and points MLflow's own helpers at it (else they create ./mlflow.db)."""
+    from . import tracking
+
+    try:
+        tracking.open_store(uri, create=False)
+    except tracking.StoreNotFound as exc:
+        raise PtmkitError(
+            f"no MLflow store at {exc.path}; pass --uri, set MLFLOW_TRACKING_URI, or run from a folder "
+            "at or below the one holding the run's mlflow.db"
+        ) from None
 
 
 def download(ref: str, destination: Path, tracking_uri: str | None = None) -> Path:
@@ -433,6 +439,8 @@ def download(ref: str, destination: Path, tracking_uri: str | None = None) -> Pa
 
     uri = tracking_uri or default_uri()
     _check_store(uri)
+    if ref.startswith("runs:/"):  # a prefix becomes the full id; a run without a model is refused
+        ref = runids.resolve_runs_uri(ref, uri)
     try:
         with _quiet_mlflow():
             local = mlflow.artifacts.download_artifacts(
@@ -475,6 +483,46 @@ def _verify(root: Path, meta: dict[str, Any], ref: str) -> None:
             )
 
 
+def _corrupt(path: Path, ref: str, why: str) -> PtmkitError:
+    return PtmkitError(
+        f"model {ref}: corrupt weights file {path}: {why}; its sha256 matches {META}, so it was damaged "
+        "before the checksum was recorded (or the checksum was rewritten): re-download or retrain"
+    )
+
+
+def _load_weights(path: Path, ref: str) -> Any:
+    """``torch.load(weights_only=True)``, telling a damaged file ("corrupt") from one holding Python
+    objects ("could run code"): both fail to load, but only the second is a security matter."""
+    if path.stat().st_size == 0:
+        raise _corrupt(path, ref, "the file is empty")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    is_zip = head == b"PK\x03\x04"  # every torch.save since torch 1.6 writes a zip archive
+    if not is_zip and not head.startswith(b"\x80"):  # nor a (legacy) pickle stream
+        raise _corrupt(path, ref, f"not a torch.save file (starts with {head!r}, not a zip or pickle header)")
+    if is_zip:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise _corrupt(path, ref, f"truncated or damaged zip archive ({exc})") from None
+        if bad is not None:
+            raise _corrupt(path, ref, f"member {bad!r} fails its CRC check")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise _corrupt(path, ref, f"unreadable pickle data ({str(exc).splitlines()[0][:160]})") from None
+        raise PtmkitError(
+            f"model {ref}: {WEIGHTS} is not a plain state dict loadable with torch.load(weights_only=True): "
+            "it holds Python objects other than tensors, and unpickling them could run code; refusing "
+            "to load it"
+        ) from None
+    except Exception as exc:  # a legacy (non-zip) file cut short, or not a torch file at all
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise _corrupt(path, ref, f"not a torch.save file ({type(exc).__name__}: {first})") from None
+
+
 def read_package(root: Path, ref: str = "", *, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a model from a package folder: checks, recipe, features + state, weights."""
     from . import recipe as recipes
@@ -492,9 +540,11 @@ def read_package(root: Path, ref: str = "", *, device: str | torch.device = "cpu
         )
     _verify(root, meta, ref)
     try:
-        raw = yaml.safe_load((root / RECIPE).read_text())
+        raw = safeyaml.load(recipes.read_recipe_text(root / RECIPE), f"model {ref}: {RECIPE}")
+        if not isinstance(raw, dict):
+            raise PtmkitError(f"model {ref}: {RECIPE} is not a recipe mapping")
         recipe = recipes.parse(raw, get_registry(), path=None)
-    except (yaml.YAMLError, OSError) as exc:
+    except OSError as exc:
         raise PtmkitError(f"model {ref}: cannot read {RECIPE}: {exc}") from None
     except RecipeError as exc:
         raise PtmkitError(
@@ -516,20 +566,7 @@ def read_package(root: Path, ref: str = "", *, device: str | torch.device = "cpu
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="features .* are declared but unused")
         model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    try:
-        state = torch.load(root / WEIGHTS, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise PtmkitError(
-            f"model {ref}: {WEIGHTS} is not a plain state dict loadable with torch.load(weights_only=True): "
-            "it holds Python objects other than tensors, and unpickling them could run code; refusing "
-            "to load it"
-        ) from None
-    except Exception as exc:  # not a torch file at all (zip errors, truncation)
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise PtmkitError(
-            f"model {ref}: {WEIGHTS} is not a plain state dict loadable with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {first}); refusing to load it"
-        ) from None
+    state = _load_weights(root / WEIGHTS, ref)
     if not isinstance(state, dict):
         raise PtmkitError(f"model {ref}: {WEIGHTS} holds a {type(state).__name__}, not a state dict")
     try:
@@ -552,10 +589,9 @@ def register(run_id: str, name: str, *, alias: str | None = None, tracking_uri: 
     uri = tracking_uri or default_uri()
     _check_store(uri)
     client = MlflowClient(uri, registry_uri=uri)
-    try:
-        client.get_run(run_id)
-    except Exception:
-        raise PtmkitError(f"no run {run_id!r} in the MLflow store {uri}") from None
+    shown = run_id.strip().lower()
+    run_id = runids.resolve(run_id, uri)  # a unique prefix of >= 8 hex digits is enough
+    runids.require_model(uri, run_id, ARTIFACT, shown=shown)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:

@@ -14,19 +14,17 @@ and the header line, and are counted in the summary and listed in the sidecar JS
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import io
 import json
 import re
 import sys
 import time
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,9 +35,11 @@ from . import __version__
 from .alphabet import PAD, STANDARD
 from .errors import DataError, PtmkitError
 from .featurize import encode_all, padding_mask
+from .outputs import atomic_open, check_output, check_plot_dir, is_special, write_text
 from .packaging import RULES, LoadedModel
 from .sitetable import COLUMNS as TABLE_COLUMNS
 from .sitetable import SiteTable
+from .textio import check_input, iter_lines, open_binary
 
 #: Columns of the output table, in order (``known`` is appended with ``--known-sites``).
 COLUMNS = ["protein_id", "position", "residue", "ptm_type", "score", "call", "model"]
@@ -80,27 +80,19 @@ class Skipped:
 
 
 # ---------------------------------------------------------------------------- reading
-@contextlib.contextmanager
-def _open_text(path: Path) -> Iterator[TextIO]:
-    if not path.is_file():
-        raise DataError("file not found", path=path)
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None) as text:  # type: ignore[arg-type]
-        yield text
-
-
 def count_records(path: Path) -> int | None:
     """Number of '>' header lines (a fast binary pass) for the progress bar's total."""
+    if not path.is_file():
+        return None  # a FIFO or /dev/stdin can be read only once: by read_fasta
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
         n, last = 0, b"\n"
-        with opener(path, "rb") as fh:
+        with open_binary(path) as fh:  # gzip by its magic bytes, as read_fasta reads it
             for block in iter(lambda: fh.read(1 << 22), b""):
                 n += block.count(b"\n>") + (last == b"\n" and block[:1] == b">")
                 last = block[-1:]
         return n
-    except OSError:
-        return None
+    except (OSError, EOFError, zlib.error, DataError):
+        return None  # read_fasta reports the problem with its line
 
 
 class ProteinChecker:
@@ -154,7 +146,7 @@ def _bad_letter(parts: list[tuple[int, str]]) -> str:
 
 
 def read_fasta(path: Path) -> Iterator[Protein | Skipped]:
-    """Stream a FASTA file (plain or .gz; wrapped lines, CRLF, blank lines and lowercase accepted)."""
+    """Stream a FASTA file (plain or gzip; wrapped lines, CRLF, blank lines and lowercase accepted)."""
     checker = ProteinChecker()
     header: str | None = None
     header_line = 0
@@ -167,21 +159,21 @@ def read_fasta(path: Path) -> Iterator[Protein | Skipped]:
             match.group("id") if match else None, parts, origin, (header or "")[match.end() if match else 0 :]
         )
 
-    with _open_text(path) as fh:
-        for number, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            if line[0] == ">":
-                if header is not None:
-                    yield finish()
-                header, header_line, parts = line[1:].strip(), number, []
-                continue
-            if header is None:
-                raise DataError(
-                    "sequence line before any '>' header line (is this FASTA?)", path=path, line=number
-                )
-            parts.append((number, line))
+    # lines via ptmkit.textio: gzip by magic bytes; a directory or non-UTF-8 bytes -> file:line
+    for number, raw in iter_lines(path):
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0] == ">":
+            if header is not None:
+                yield finish()
+            header, header_line, parts = line[1:].strip(), number, []
+            continue
+        if header is None:
+            raise DataError(
+                "sequence line before any '>' header line (is this FASTA?)", path=path, line=number
+            )
+        parts.append((number, line))
     if header is None:
         raise DataError("no '>' header line found (is this a FASTA file?)", path=path)
     yield finish()
@@ -380,7 +372,7 @@ class PredictSummary:
     """What a scan did: counts per skip reason, sites and calls per model, speed, outputs."""
 
     output: Path
-    sidecar: Path
+    sidecar: Path | None
     models: list[dict[str, Any]]
     proteins_read: int = 0
     proteins_scanned: int = 0
@@ -434,7 +426,8 @@ class PredictSummary:
                 f"plotted {len(self.plots)} of {self.plottable} scanned protein(s) "
                 f"(at most {self.plot_limit}: --plot-max)"
             )
-        lines.append(f"sites: {self.output}   metadata: {self.sidecar}")
+        meta = self.sidecar or "none (the output is a special file)"
+        lines.append(f"sites: {self.output}   metadata: {meta}")
         return "\n".join(lines)
 
 
@@ -472,27 +465,27 @@ def predict_file(
 ) -> PredictSummary:
     """Scan every protein of ``fasta`` with every model; write the TSV, its sidecar JSON, plots."""
     started = time.perf_counter()
+    check_input(fasta)  # a directory or a missing FASTA is refused before any output is touched
     scan = scan_models(models, rule=rule, threshold=threshold)
     scanner = Scanner(scan, batch_size)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = check_output(output, "-o")
+    sidecar = None if is_special(output) else check_output(sidecar_path(output), "sidecar")
     summary = PredictSummary(
         output=output,
-        sidecar=sidecar_path(output),
+        sidecar=sidecar,
         models=[_model_info(m) for m in scan],
         plot_limit=plot_max if plot_dir else 0,
     )
     if plot_dir:
-        plot_dir.mkdir(parents=True, exist_ok=True)
+        check_plot_dir(plot_dir)
     columns = [*COLUMNS, *(["known"] if known_sites else [])]
     skipped_all: list[dict[str, Any]] = []
     warned = 0
-    partial = output.with_name(output.name + ".partial")
     bar = tqdm(
         total=count_records(fasta), desc="scanning", unit="protein", disable=not progress, smoothing=0.1
     )
     try:
-        with open(partial, "w", encoding="utf-8", newline="") as fh:
+        with atomic_open(output, "w", newline="") as fh:
             fh.write("\n".join(_header_lines(scan, str(fasta))) + "\n")
             fh.write("\t".join(columns) + "\n")
             for proteins, skipped in batches(read_fasta(fasta), scanner, batch_size):
@@ -524,11 +517,8 @@ def predict_file(
                 bar.update(len(proteins) + len(skipped))
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.total_sites / elapsed:.0f} sites/s", refresh=False)
-        partial.replace(output)
     finally:
         bar.close()
-        if partial.exists():
-            partial.unlink()
     summary.seconds = time.perf_counter() - started
     summary.feature_encodings = {
         "computed": scanner.encoded,
@@ -623,7 +613,8 @@ def _write_sidecar(summary: PredictSummary, fasta: Path, skipped: list[dict[str,
         "plot_max": summary.plot_limit,
         "skipped": skipped,
     }
-    summary.sidecar.write_text(json.dumps(data, indent=2))
+    if summary.sidecar is not None:  # none beside a special file such as /dev/null
+        write_text(summary.sidecar, json.dumps(data, indent=2))
 
 
 # ---------------------------------------------------------------------------- plots

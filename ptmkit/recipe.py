@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import safeyaml
 from .errors import RecipeError, RegistryError
 from .plugin_api import PluginConfig
 from .registry import PluginSpec, Registry
@@ -28,11 +29,25 @@ Key = tuple[str | int, ...]
 
 
 # ---------------------------------------------------------------------------- loading + merging
+def read_recipe_text(path: Path) -> str:
+    """The text of a recipe-like file; bytes that are not UTF-8 are named with file:line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RecipeError(
+            f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
 def _compose_locations(node: yaml.Node, path: Key, where: str, out: dict[Key, str]) -> None:
+    """``key path -> file:line`` for every key (the node graph is bounded by safeyaml.compose)."""
     out[path] = f"{where}:{node.start_mark.line + 1}"
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = key_node.value
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else key_node.start_mark.line
             out[path + (key,)] = f"{where}:{key_node.start_mark.line + 1}"
             _compose_locations(value_node, path + (key,), where, out)
             out[path + (key,)] = f"{where}:{key_node.start_mark.line + 1}"
@@ -42,17 +57,20 @@ def _compose_locations(node: yaml.Node, path: Key, where: str, out: dict[Key, st
 
 
 def _load_yaml(path: Path) -> tuple[dict[str, Any], dict[Key, str]]:
+    """Read one recipe file: bounded safe YAML (no alias bombs), every key located."""
+    if path.is_dir():
+        raise RecipeError(f"{path} is a directory, not a recipe file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_recipe_text(path)
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        node = safeyaml.compose(text, str(path))
+        data = safeyaml.construct(node)
+    except safeyaml.YamlError as exc:
+        raise RecipeError(str(exc)) from None
     if data is None:
         raise RecipeError(f"{path}: the recipe is empty")
     if not isinstance(data, dict):
@@ -88,9 +106,20 @@ def load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, di
     parent = data.pop("extends", None)
     if parent is None:
         return data, locations
+    where = locations.get(("extends",), str(path))
     if not isinstance(parent, str):
-        raise RecipeError(f"{locations.get(('extends',), path)}: extends: expected a file path")
-    base_data, base_locations = load_with_extends(path.parent / parent, (*seen, path))
+        raise RecipeError(f"{where}: extends: expected a file path (got {parent!r})")
+    # checked here, not in the callee, so the message points at the `extends:` line that is wrong
+    target = (path.parent / parent).resolve()
+    if target in (*seen, path):
+        chain = " -> ".join(p.name for p in (*seen, path, target))
+        raise RecipeError(
+            f"{where}: extends: {parent!r} closes a cycle, the recipe extends itself ({chain}); "
+            "valid: a base recipe that is not in this chain"
+        )
+    if not target.exists():
+        raise RecipeError(f"{where}: extends: no such file {parent!r} (looked for {target})")
+    base_data, base_locations = load_with_extends(target, (*seen, path))
     return merge(base_data, data), {**base_locations, **locations}
 
 
@@ -102,8 +131,10 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not keys:
         raise RecipeError(f"--set {item!r}: empty key path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = safeyaml.load(raw, f"--set {item}") if raw.strip() else ""
+    except safeyaml.YamlTooLarge as exc:
+        raise RecipeError(str(exc)) from None
+    except safeyaml.YamlError:
         value = raw
     return keys, value
 
@@ -142,7 +173,10 @@ def apply_override(data: dict, item: str, locations: dict[Key, str]) -> None:
         walked.append(last)
     else:
         raise RecipeError(f"--set {item!r}: {'.'.join(map(str, walked))} is not a mapping")
-    locations[tuple(walked)] = f"--set {item}"
+    key = tuple(walked)
+    for stale in [k for k in locations if len(k) > len(key) and k[: len(key)] == key]:
+        del locations[stale]  # the file lines of what the override replaced would mislead
+    locations[key] = f"--set {item}"
 
 
 # ---------------------------------------------------------------------------- schema
@@ -156,8 +190,18 @@ class SplitSection(_Strict):
     seed: int = Field(0, description="seed of the stratified splits")
     file: str | None = Field(
         None,
-        description="reuse the splits saved in this file (ptmkit.splits.save_split_file; "
-        "relative to the recipe) instead of drawing them",
+        description="reuse the splits saved in this file (ptmkit.splits.save_split_file, or a run's "
+        "data/splits.tsv.gz; relative to the recipe) instead of drawing them",
+    )
+    group: Literal["protein"] | None = Field(
+        None,
+        description="'protein': carve test and validation by whole proteins, so no protein is in two "
+        "splits (null: by rows, as before)",
+    )
+    dedupe: bool = Field(
+        False,
+        description="remove validation rows whose window is in training, and test rows whose window is "
+        "in training or validation (a warning says how many)",
     )
 
 
@@ -191,7 +235,8 @@ class TrainSection(_Strict):
 class TrackingSection(_Strict):
     uri: str | None = Field(
         None,
-        description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+        description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the nearest mlflow.db up from "
+        "the working directory, else <PTMKIT_HOME>/mlflow.db)",
     )
     experiment: str = Field("ptmkit", description="MLflow experiment name")
     run_name: str | None = Field(None, description="MLflow run name (default: the recipe name)")
@@ -358,6 +403,12 @@ def parse(
         if section not in raw:
             raise RecipeError(f"{path or 'recipe'}: missing section {section!r}")
     data = _validate_section(DataSection, raw["data"], ("data",), locate)
+    if data.window is not None and (data.window < 1 or data.window % 2 == 0):
+        # caught here, before any data is read: a window needs a centre residue
+        raise RecipeError(
+            f"{locate(('data', 'window'))}: window must be a positive odd width (got {data.window}); "
+            "valid: 1, 3, 5, ... (e.g. 31 or 33)"
+        )
     train = _validate_section(TrainSection, raw.get("train"), ("train",), locate)
     tracking = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)
 

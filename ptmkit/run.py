@@ -19,7 +19,7 @@ from .graph import ModelGraph, used_features
 from .objective import build_losses
 from .recipe import Recipe
 from .sitetable import SiteTable
-from .splits import apply_split_file, assign_splits
+from .splits import apply_split_file, assign_splits, dedupe_splits, warn_label_conflicts
 from .train import Split, TrainResult, fit, pick_device, predict, seed_everything
 
 #: Test-set inference is timed this many times; the median is logged.
@@ -38,11 +38,14 @@ class RunSummary:
     epochs_run: int
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    experiment_id: str = ""
     parameters: int = 0
     epoch_seconds: float = 0.0
     windows_per_second: float = 0.0
     #: wall seconds per phase: features, train, inference (one test pass)
     phases: dict[str, float] = field(default_factory=dict)
+    #: the store and why it was chosen ("sqlite:///.../mlflow.db (the per-user store; ...)")
+    store: str = ""
     #: the test rows with their scores and calls (what ``predictions/test_predictions.csv`` holds)
     test_rows: pd.DataFrame | None = None
     #: windows of the training and validation rows (to score the test set without overlaps)
@@ -50,7 +53,11 @@ class RunSummary:
 
 
 def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
-    """Read the source, filter residues, assign seeded stratified splits."""
+    """Read the source, filter residues, assign seeded stratified splits (or a saved split file).
+
+    ``data.split.group``/``dedupe`` and windows labelled both ways in training rows are reported
+    as warnings (the CLI prints them as ``warning: ...``), never silently.
+    """
     data = recipe.data
     table, info = load_source(data.source, base_dir=recipe.base_dir, data_root=data_root, window=data.window)
     if data.residues:
@@ -60,8 +67,12 @@ def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInf
             raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
     split = data.split
     if split.file:
-        return apply_split_file(table, (recipe.base_dir / split.file).resolve()), info
-    table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed)
+        table = apply_split_file(table, (recipe.base_dir / split.file).resolve(), dedupe=split.dedupe)
+    else:
+        table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed, group=split.group)
+    if split.dedupe:
+        table = dedupe_splits(table)
+    warn_label_conflicts(table)
     return table, info
 
 
@@ -113,7 +124,8 @@ def run(
     losses = build_losses(recipe, model)
 
     table, info = prepare_data(recipe, data_root)
-    uri = tracking.tracking_uri(recipe.tracking.uri)
+    store = tracking.resolve_store(recipe.tracking.uri)
+    uri = store.uri
     experiment_id = tracking.setup(uri, recipe.tracking.experiment)
     tags = {
         "ptmkit.dataset": info.name,
@@ -132,22 +144,25 @@ def run(
         nested=nested,
         parent_run_id=parent_run_id,
     ) as active:
-        try:
+        phase = tracking.Phase()
+        # a crash ends the run FAILED, SIGINT/SIGTERM KILLED; both with the reason in ptmkit.error
+        with tracking.ending_on_error(phase), tracking.Heartbeat(active.info.run_id, uri) as beat:
             summary = _tracked(
-                recipe, table, info, features, model, losses, tags, progress, inference_repeats
+                recipe, table, info, features, model, losses, tags, progress, inference_repeats, beat, phase
             )
-        except BaseException as exc:
-            mlflow.set_tag("ptmkit.error", f"{type(exc).__name__}: {exc}"[:5000])
-            raise
         summary.run_id = active.info.run_id
         summary.experiment = recipe.tracking.experiment
+        summary.experiment_id = experiment_id
         summary.tracking_uri = uri
+        summary.store = store.describe()
         summary.seconds = time.perf_counter() - started
         mlflow.log_metric("time/total_s", summary.seconds)
     return summary
 
 
-def _tracked(recipe, table, info, features, model, losses, tags, progress, repeats) -> RunSummary:  # noqa: ANN001
+def _tracked(  # noqa: ANN001 - internal; the arguments are run()'s locals
+    recipe, table, info, features, model, losses, tags, progress, repeats, beat, phase
+) -> RunSummary:
     import mlflow
 
     mlflow.set_tags(tags)
@@ -163,6 +178,7 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
         table.frame.to_csv(splits_file, sep="\t", index=False, compression="gzip")
         mlflow.log_artifact(str(splits_file), "data")
 
+        phase.now = "feature encoding"
         t0 = time.perf_counter()
         train_rows = table.split("train")
         for feature in features.values():
@@ -179,6 +195,14 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
         n_parameters = sum(p.numel() for p in model.parameters())
         mlflow.log_param("model.parameters", n_parameters)
 
+        epochs = recipe.train.epochs
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            mlflow.log_metrics(row, step=epoch)
+            phase.now = f"epoch {epoch + 1} of {epochs}" if epoch < epochs else "testing"
+            beat.beat(soon=True)
+
+        phase.now = f"epoch 1 of {epochs}"
         t0 = time.perf_counter()
         result: TrainResult = fit(
             model,
@@ -187,9 +211,10 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
             valid,
             recipe.train,
             work / "best.pt",
-            on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch),
+            on_epoch=on_epoch,
             progress=progress,
         )
+        phase.now = "testing"
         train_seconds = time.perf_counter() - t0
         mlflow.log_metrics(
             {
@@ -205,8 +230,9 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
         if val_scores is None:
             val_scores = predict(model, valid, device)
         val_labels = valid.labels.numpy().astype(int)
-        threshold = metrics.threshold_max_mcc(val_labels, val_scores)
-        threshold95 = metrics.threshold_at_specificity(val_labels, val_scores, 0.95)
+        # every rule is chosen on validation only and kept (threshold/<rule>, the package's thresholds)
+        rules = {name: float(rule(val_labels, val_scores)) for name, rule in metrics.THRESHOLD_RULES.items()}
+        threshold = rules["val_max_mcc"]
         timings = []
         for _ in range(max(repeats, 1)):  # median of repeats: one pass is too noisy to report
             t0 = time.perf_counter()
@@ -220,8 +246,7 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
         mlflow.log_metrics({f"val_best/{k}": v for k, v in val_report.items()})
         mlflow.log_metrics(
             {
-                "threshold/val_max_mcc": threshold,
-                "threshold/val_spec95": threshold95,
+                **{f"threshold/{name}": value for name, value in rules.items()},
                 "time/inference_s": infer_seconds,
                 "speed/test_windows_per_s": len(test) / max(infer_seconds, 1e-9),
             }
@@ -245,6 +270,7 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
         mlflow.log_artifact(str(work / "training.png"), "plots")
 
         # the packaged model (ptmkit.packaging): plain `model/` artifacts + an mlflow.pyfunc model
+        phase.now = "packaging the model"
         active = mlflow.active_run()
         package = packaging.write_package(
             work / "model",
@@ -255,7 +281,7 @@ def _tracked(recipe, table, info, features, model, losses, tags, progress, repea
             ptm=info.ptm,
             residues=info.residues,
             window=table.width,
-            thresholds={"val_max_mcc": threshold, "val_spec95": threshold95},
+            thresholds=rules,
             best_epoch=result.best_epoch,
             run_id=active.info.run_id if active else None,
         )

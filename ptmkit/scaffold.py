@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib.util
 import keyword
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from . import API_VERSION, __version__
 from .errors import PtmkitError
+from .outputs import write_error
 
 #: Kinds ``plugins new`` can generate (backbones and heads are fusion-like graph modules).
 SCAFFOLD_KINDS = ("feature", "fusion", "loss")
@@ -131,13 +133,25 @@ def scaffold(name: str, kind: str = "feature", directory: str | Path = ".") -> S
         f"src/{package}/__init__.py": _INIT[kind],
         f"tests/test_{package}.py": _TEST[kind],
     }
-    target.mkdir(parents=True)
-    written = []
-    for rel, template in files.items():
-        path = target / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(template).substitute(values), encoding="utf-8")
-        written.append(path)
+    for folder in (target.parent, *target.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise PtmkitError(f"--dir {folder} is a file, not a folder")
+            break
+    # written into a hidden sibling and renamed once complete: a failure leaves no half package
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        for rel, template in files.items():
+            path = staging / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Template(template).substitute(values), encoding="utf-8")
+        staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(target, exc) from None
+    written = [target / rel for rel in files]
     return Scaffold(target, dist, package, plugin, kind, written)
 
 

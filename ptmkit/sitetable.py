@@ -14,6 +14,9 @@ from .alphabet import PAD
 COLUMNS = ["protein_id", "position", "residue", "window", "label", "task", "split", "origin"]
 #: Split names the core understands. ``unsplit`` rows are assigned by the splitter.
 SPLITS = ("train", "valid", "test", "unsplit")
+#: ``meta`` key a reader sets to False when ``protein_id`` names a record (``Pos_1``), not a
+#: protein: the data check then compares no proteins and ``data.split.group: protein`` refuses.
+PROTEIN_IDS = "protein_ids"
 
 
 @dataclass

@@ -27,16 +27,39 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import recipe as recipes
+from . import safeyaml
 from .errors import RecipeError
 from .hooks import get_registry
 from .recipe import Recipe
 
-#: Columns of the comparison table: test metrics at 0.5, the tuned MCC, cost.
-TABLE_METRICS = ("acc", "sen", "spec", "mcc", "auc", "ap", "tuned_mcc", "sen_at_spec95")
+#: Columns of the comparison table: test metrics at 0.5, at the validation-chosen threshold
+#: (``tuned_*``), SEN at 95 % SPEC, cost. Named as ``ptmkit run`` logs them without ``test/``
+#: (``mcc`` is ``test/mcc``; docs/tracking.md).
+TABLE_METRICS = (
+    "acc",
+    "sen",
+    "spec",
+    "mcc",
+    "auc",
+    "ap",
+    "tuned_mcc",
+    "tuned_sen",
+    "tuned_spec",
+    "sen_at_spec95",
+)
+#: Which threshold each threshold-dependent column is measured at: (label, its SEN, its SPEC).
+#: A classifier that calls every site positive (or negative) there is flagged, never starred.
+THRESHOLDS = {
+    "0.5": ("sen", "spec", ("acc", "sen", "spec", "mcc")),
+    "the validation threshold": (
+        "tuned_sen",
+        "tuned_spec",
+        ("tuned_acc", "tuned_sen", "tuned_spec", "tuned_mcc"),
+    ),
+}
 
 
 class Variant(BaseModel):
@@ -69,12 +92,19 @@ class Sweep:
 def load(path: str | Path, overrides: list[str] | None = None) -> Sweep:
     """Read a sweep file and validate every variant's recipe up front."""
     path = Path(path).resolve()
+    if path.is_dir():
+        raise RecipeError(f"{path} is a directory, not a sweep file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safeyaml.load(recipes.read_recipe_text(path), str(path))
     except FileNotFoundError:
         raise RecipeError(f"sweep file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    except safeyaml.YamlError as exc:
+        raise RecipeError(str(exc)) from None
+    if raw is not None and not isinstance(raw, dict):
+        kind = type(raw).__name__
+        raise RecipeError(f"{path}:1: a sweep file is a mapping (base, variants, ...), got {kind}")
     try:
         spec = SweepFile.model_validate(raw or {})
     except ValidationError as exc:
@@ -82,8 +112,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise RecipeError("invalid sweep:\n  " + "\n  ".join(lines)) from None
     if not spec.variants:
         raise RecipeError(f"{path}: variants: at least one variant is needed")
-    if spec.rank_by not in TABLE_METRICS:
-        raise RecipeError(f"{path}: rank_by: {spec.rank_by!r} is not one of {', '.join(TABLE_METRICS)}")
+    rank_by = _rank_by(spec.rank_by, path)
     base_path = (path.parent / spec.base).resolve()
     base, locations = recipes.load_with_extends(base_path)
     registry = get_registry()
@@ -109,30 +138,123 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         name=spec.name or path.stem,
         path=path,
         experiment=spec.experiment or first.tracking.experiment,
-        rank_by=spec.rank_by,
+        rank_by=rank_by,
         recipes=built,
         descriptions=descriptions,
     )
 
 
+def _rank_by(name: str, path: Path) -> str:
+    """A table column from a metric name in the one scheme (``mcc``, ``test/mcc``, ``tuned_mcc``)."""
+    import difflib
+
+    from .compare import table_metric
+    from .errors import PtmkitError
+
+    try:
+        column: str | None = table_metric(name)
+    except PtmkitError:
+        column = None
+    if column not in TABLE_METRICS:
+        close = difflib.get_close_matches(name.removeprefix("test/"), TABLE_METRICS, n=2, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise RecipeError(
+            f"{path}: rank_by: {name!r} is not a column of the sweep table{hint}; valid: "
+            f"{', '.join(TABLE_METRICS)} (or test/<name>, as logged)"
+        )
+    return column
+
+
+def _number(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def degenerate_call(sen: object, spec: object) -> str | None:
+    """What is wrong with a classifier whose test SEN/SPEC at its threshold are ``sen``/``spec``:
+    it calls every site positive (or negative), or finds no true site; None when it is fine."""
+    sen_, spec_ = _number(sen), _number(spec)
+    if math.isnan(sen_) or math.isnan(spec_):
+        return None
+    if sen_ >= 1 and spec_ <= 0:
+        return "calls every site positive"
+    if sen_ <= 0 and spec_ >= 1:
+        return "calls every site negative"
+    if sen_ <= 0:
+        return "calls no true site positive"
+    if spec_ <= 0:
+        return "calls no negative site negative"
+    return None
+
+
+def degenerate(frame: pd.DataFrame) -> dict[str, dict[Any, str]]:
+    """Per threshold label: the rows that are degenerate there, with why."""
+    out: dict[str, dict[Any, str]] = {}
+    for label, (sen, spec, _) in THRESHOLDS.items():
+        if sen not in frame or spec not in frame:
+            continue
+        for idx in frame.index:
+            why = degenerate_call(frame.at[idx, sen], frame.at[idx, spec])
+            if why:
+                out.setdefault(label, {})[idx] = why
+    return out
+
+
 def comparison(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The sweep table, with a ``note`` naming degenerate classifiers (``degenerate at 0.5: calls
+    every site positive``): their SEN of 1 or SPEC of 1 is no achievement."""
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "variant"
+    notes: dict[Any, list[str]] = {}
+    for label, rows_ in degenerate(frame).items():
+        for idx, why in rows_.items():
+            notes.setdefault(idx, []).append(f"degenerate at {label}: {why}")
+    frame["note"] = [("; ".join(notes[i]) if i in notes else "") for i in frame.index]
     return frame
 
 
+def _excluded(frame: pd.DataFrame) -> dict[str, set[Any]]:
+    """Per column: the rows that may not be starred there (degenerate at that column's threshold)."""
+    out: dict[str, set[Any]] = {}
+    for label, rows in degenerate(frame).items():
+        for col in THRESHOLDS[label][2]:
+            out.setdefault(col, set()).update(rows)
+    return out
+
+
+def best_variant(frame: pd.DataFrame, rank_by: str) -> Any | None:
+    """The finished, non-degenerate row with the highest ``rank_by``; None when there is none."""
+    finished = frame[frame["status"] == "FINISHED"] if "status" in frame else frame
+    if rank_by not in finished:
+        return None
+    values = pd.to_numeric(finished[rank_by], errors="coerce").drop(
+        list(_excluded(finished).get(rank_by, ())), errors="ignore"
+    )
+    return None if values.dropna().empty else values.idxmax()
+
+
 def highlight(frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
-    """Mark the best value of each metric column (``*`` in text, bold in Markdown)."""
+    """Mark the best value of each metric column (``*`` in text, bold in Markdown).
+
+    A degenerate classifier (all calls one way at a column's threshold) is never starred in
+    that column: an all-positive model's SEN of 1.000 is not the best sensitivity.
+    """
     out = frame.copy().astype(object)
+    excluded = _excluded(frame)
     for col in TABLE_METRICS:
         if col not in frame or frame[col].isna().all():
             continue
-        best = frame[col].max()
+        values = pd.to_numeric(frame[col], errors="coerce")
+        eligible = values.drop(list(excluded.get(col, ())), errors="ignore")
+        best = eligible.max() if eligible.notna().any() else None
         for idx in frame.index:
             value = frame.at[idx, col]
             if isinstance(value, float) and not math.isnan(value):
                 text = f"{value:.3f}"
-                if value == best:
+                if best is not None and value == best and idx not in excluded.get(col, ()):
                     text = f"**{text}**" if fmt == "markdown" else f"{text}*"
                 out.at[idx, col] = text
     return out
@@ -151,12 +273,18 @@ def run_sweep(sweep: Sweep, *, data_root: Path, progress: bool = True) -> pd.Dat
     uri = tracking.tracking_uri(first.tracking.uri)
     experiment_id = tracking.setup(uri, sweep.experiment)
     rows: dict[str, dict[str, Any]] = {}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=sweep.name) as parent:
+    where = tracking.Phase("sweep setup")  # a signal ends the parent KILLED "during variant x (2/4)"
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=sweep.name) as parent,
+        tracking.ending_on_error(where),
+        tracking.Heartbeat(parent.info.run_id, uri),
+    ):
         mlflow.set_tags({"ptmkit.sweep": sweep.name, "ptmkit.recipe": "sweep"})
         mlflow.log_params({"sweep.variants": len(sweep.recipes), "sweep.rank_by": sweep.rank_by})
         mlflow.log_text(sweep.path.read_text(), "sweep.yaml")
         for i, (name, recipe) in enumerate(sweep.recipes.items(), 1):
             print(f"[{i}/{len(sweep.recipes)}] {name}", file=sys.stderr)
+            where.now = f"variant {name} ({i}/{len(sweep.recipes)})"
             row: dict[str, Any] = {"description": sweep.descriptions[name]}
             try:
                 summary = run(recipe, data_root=data_root, progress=progress, nested=True)
@@ -172,10 +300,11 @@ def run_sweep(sweep: Sweep, *, data_root: Path, progress: bool = True) -> pd.Dat
                 "epoch_s": round(summary.epoch_seconds, 2),
                 "run_id": summary.run_id[:8],
             }
+        where.now = "the sweep table"
         table = comparison(rows)
         finished = table[table["status"] == "FINISHED"] if "status" in table else table
-        if len(finished):
-            best = finished[sweep.rank_by].astype(float).idxmax()
+        best = best_variant(table, sweep.rank_by)  # never a degenerate classifier
+        if best is not None:
             mlflow.set_tag("ptmkit.best_variant", best)
             mlflow.log_metrics({f"best/{k}": float(finished.at[best, k]) for k in TABLE_METRICS})
         mlflow.log_text(render(highlight(table, "markdown"), "markdown"), "comparison.md")

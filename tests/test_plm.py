@@ -541,6 +541,7 @@ def test_a_recipe_with_a_local_esm2_trains_end_to_end(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PTMKIT_DATA", str(data_root))
+    monkeypatch.setenv("PTMKIT_HOME", str(tmp_path))  # the store is tmp_path/mlflow.db
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     recipe = tmp_path / "esm.yaml"
     recipe.write_text(f"""\

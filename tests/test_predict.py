@@ -113,6 +113,7 @@ def env(tmp_path_factory, data_root):
     mp = pytest.MonkeyPatch()
     mp.chdir(work)
     mp.setenv("PTMKIT_DATA", str(data_root))
+    mp.setenv("PTMKIT_HOME", str(work))  # the store is work/mlflow.db
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     (work / "k2-tiny.yaml").write_text(K2_RECIPE)
     assert main(["run", "k2-tiny.yaml", "--quiet"]) == 0

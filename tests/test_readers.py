@@ -464,7 +464,7 @@ def test_mapping_source(data_root: Path) -> None:
     }
     table, info = load_source(source, base_dir=data_root / "uniptms", data_root=data_root)
     assert (info.name, info.ptm, info.residues, info.window) == (
-        "posneg_fasta",
+        "posneg_fasta:positive1",  # the reader and its first file's stem (issue 11)
         "S-sulfhydration",
         "C",
         21,

@@ -27,11 +27,8 @@ def test_sweep_validates_every_variant_up_front(tmp_path):
         sweeps.load(bad)
 
 
-def test_sweep_runs_nested_and_prints_the_table(tmp_path, monkeypatch, data_root, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PTMKIT_DATA", str(data_root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    sweep = tmp_path / "s.yaml"
+def test_sweep_runs_nested_and_prints_the_table(workdir, capsys):
+    sweep = workdir / "s.yaml"
     sweep.write_text(f"""\
 name: mini
 base: {ROOT / "experiments/quickstart.yaml"}
@@ -48,7 +45,7 @@ variants:
     assert code == 1  # one variant failed
     assert "bilstm" in out and "cnn" in out and "FAILED" in out and "*" in out
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if r.info.run_name == "mini"]

@@ -18,6 +18,7 @@ from ptmkit.alphabet import ALLOWED, NONSTANDARD, PAD, STANDARD
 from ptmkit.errors import DataError
 from ptmkit.plugin_api import PluginConfig
 from ptmkit.sitetable import COLUMNS, SPLITS, SiteTable
+from ptmkit.textio import iter_lines
 
 #: Letters a whole protein may contain (padding makes no sense inside a protein).
 PROTEIN_LETTERS = frozenset(STANDARD + NONSTANDARD)
@@ -111,18 +112,16 @@ def resolve(base: Path, path: str) -> Path:
 
 
 def read_lines(path: Path) -> list[str]:
-    """Physical lines of a text file (CRLF tolerated, BOM dropped); empty files are errors."""
-    if not path.is_file():
-        raise DataError("file not found", path=path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"not UTF-8 text ({exc.reason})", path=path, line=line) from None
-    if not text.strip():
+    """Physical lines of a plain or gzip text file (CRLF tolerated, BOM dropped).
+
+    Opened by :func:`ptmkit.textio.iter_lines`, like ``ptmkit predict`` does: gzip by its magic
+    bytes, a directory, non-UTF-8 bytes or a truncated gzip stream fail with file and line.
+    Empty files are errors.
+    """
+    lines = [text for _, text in iter_lines(path)]
+    if not any(line.strip() for line in lines):
         raise DataError("file is empty", path=path)
-    return [line.rstrip("\r") for line in text.split("\n")]
+    return lines
 
 
 def bad_character(path: Path, line_no: int, line: str, allowed: frozenset[str]) -> DataError:

@@ -78,6 +78,16 @@ class CsvSites(Reader):
     ) -> None:
         reader = csv.reader(read_lines(path), delimiter=cfg.delimiter)
         columns = next(reader)
+        first: dict[str, int] = {}
+        for number, column in enumerate(columns, 1):
+            if column in first:  # pandas would silently rename it to 'x.1'; which one is meant?
+                raise DataError(
+                    f"column name {column!r} appears twice in the header row (columns "
+                    f"{first[column]} and {number}); valid: unique column names",
+                    path=path,
+                    line=reader.line_num,
+                )
+            first[column] = number
         wanted = [cfg.id_column, cfg.window_column, cfg.label_column]
         if cfg.position_column:
             wanted.append(cfg.position_column)

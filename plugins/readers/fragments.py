@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from ptmkit.plugin_api import Reader
-from ptmkit.sitetable import SPLITS, SiteTable
+from ptmkit.sitetable import PROTEIN_IDS, SPLITS, SiteTable
 
 from ._common import (
     PRESET_LABELS,
@@ -96,7 +96,9 @@ class FastaFragments(Reader):
                 protein = group(match, "id") or rec.header
                 position = position_of(match, path, rec.line)
                 rows.add(protein, position, window, label, split, f"{path}:{rec.line}")
-        return rows.table()
+        # with the 'pipe' preset (or no id group) the id names a record (Pos_1), not a protein
+        proteins = cfg.header != "pipe" and "id" in pattern.groupindex
+        return rows.table(meta={PROTEIN_IDS: proteins})
 
 
 class PosNegFastaConfig(TaskMixin):
@@ -148,4 +150,4 @@ class PosNegFasta(Reader):
                 protein = group(match, "id") or rec.header
                 position = position_of(match, path, rec.line)
                 rows.add(protein, position, window, label, cfg.split, f"{path}:{rec.line}")
-        return rows.table()
+        return rows.table(meta={PROTEIN_IDS: "id" in pattern.groupindex})
