@@ -51,12 +51,7 @@ def check_output(path: str | Path, what: str = "output") -> Path:
             if not folder.is_dir():
                 raise PtmkitError(f"{what} {path}: {folder} is a file, not a folder")
             break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PtmkitError(f"{what} {path}: cannot create folder {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PtmkitError(f"{what} {path}: folder {parent} is not writable")
+    _writable_folder(parent, f"{what} {path}")
     if path.exists() and not os.access(path, os.W_OK):
         raise PtmkitError(f"{what} {path}: the existing file is not writable")
     return path
@@ -67,13 +62,18 @@ def check_plot_dir(path: str | Path, what: str = "--plot") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PtmkitError(f"{what} {path} is a file; give a folder for the figures")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PtmkitError(f"{what} {path}: cannot create the folder: {exc.strerror}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PtmkitError(f"{what} {path}: the folder is not writable")
+    _writable_folder(path, f"{what} {path}")
     return path
+
+
+def _writable_folder(folder: Path, label: str) -> None:
+    """Create ``folder`` if missing; refuse it if files cannot be made in it (read-only mount …)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PtmkitError(f"{label}: cannot create folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PtmkitError(f"{label}: folder {folder} is not writable")
 
 
 def write_error(path: Path, exc: OSError) -> PtmkitError:

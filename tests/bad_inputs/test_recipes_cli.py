@@ -20,13 +20,10 @@ import pytest
 import torch
 
 from ptmkit import __version__, metrics
-from ptmkit import recipe as recipes
 from ptmkit.cli import main, parser
 from ptmkit.errors import PtmkitError
 from ptmkit.evaluate import check_reader_options
-from ptmkit.featurize import build_features
-from ptmkit.graph import ModelGraph, used_features
-from ptmkit.packaging import META, WEIGHTS, load_model, sha256, write_package
+from ptmkit.packaging import META, WEIGHTS, load_model, sha256
 
 ROOT = Path(__file__).parents[2]
 
@@ -275,26 +272,6 @@ def test_every_option_of_every_subcommand_has_help() -> None:
 
 
 # ---------------------------------------------------------------------------- damaged packages
-@pytest.fixture(scope="module")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real package folder (untrained weights: loading, not quality, is under test)."""
-    recipe = recipes.load(ROOT / "experiments/quickstart.yaml", ["model.nodes.encoder.hidden=4"])
-    features = build_features(recipe, used_features(recipe))
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    return write_package(
-        tmp_path_factory.mktemp("pkg") / "model",
-        model=model,
-        recipe=recipe,
-        features=features,
-        dataset="uniptms:H1",
-        ptm="N-phosphorylation",
-        residues="H",
-        window=37,
-        thresholds={"val_max_mcc": 0.4, "val_spec95": 0.7},
-        best_epoch=1,
-    )
-
-
 def _truncate(b: bytes) -> bytes:
     return b[: len(b) // 2]
 

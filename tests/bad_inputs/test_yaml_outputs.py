@@ -171,32 +171,6 @@ def test_alias_bomb_in_a_packaged_recipe(tmp_path, capsys, package):
 
 
 # ---------------------------------------------------------------------------- outputs
-@pytest.fixture(scope="module")
-def package(tmp_path_factory, data_root) -> Path:
-    """A real package folder (untrained weights) written by ptmkit's own writer."""
-    from ptmkit.featurize import build_features
-    from ptmkit.graph import ModelGraph, used_features
-    from ptmkit.packaging import write_package
-
-    work = tmp_path_factory.mktemp("pkg")
-    (work / "r.yaml").write_text(RECIPE)
-    recipe = recipes.load(work / "r.yaml")
-    features = build_features(recipe, used_features(recipe))
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    return write_package(
-        work / "model",
-        model=model,
-        recipe=recipe,
-        features=features,
-        dataset="uniptms:H1",
-        ptm="N-phosphorylation",
-        residues="H",
-        window=37,
-        thresholds={"val_max_mcc": 0.5, "val_spec95": 0.6},
-        best_epoch=1,
-    )
-
-
 FASTA = ">sp|P1|ONE\n" + "MKHAAAHKKLLHAAGHHEEKAHAALLHKKAAGHEEHAAKLH" + "\n>P2\n" + "AH" * 30 + "\n"
 
 

@@ -1,0 +1,35 @@
+"""Fixtures shared by the bad-input cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real package folder written by ptmkit's own writer (untrained weights: loading and
+    refusing, not quality, are under test). The quickstart recipe with a 4-unit BiLSTM."""
+    from ptmkit import recipe as recipes
+    from ptmkit.featurize import build_features
+    from ptmkit.graph import ModelGraph, used_features
+    from ptmkit.packaging import write_package
+
+    recipe = recipes.load(ROOT / "experiments/quickstart.yaml", ["model.nodes.encoder.hidden=4"])
+    features = build_features(recipe, used_features(recipe))
+    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    return write_package(
+        tmp_path_factory.mktemp("pkg") / "model",
+        model=model,
+        recipe=recipe,
+        features=features,
+        dataset="uniptms:H1",
+        ptm="N-phosphorylation",
+        residues="H",
+        window=37,
+        thresholds={"val_max_mcc": 0.4, "val_spec95": 0.7},
+        best_epoch=1,
+    )
