@@ -6,6 +6,7 @@ logs one model as an MLflow run nested under the suite's parent run, and returns
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ptmkit import tracking
 from ptmkit.run import prepare_data, run
 from ptmkit.splits import save_split_file
 
@@ -104,11 +106,15 @@ def _floor(job: Job) -> list[dict]:
     loaded = _loaded(job)
     base = loaded.recipe(next(iter(loaded.suite.recipes)), job.dataset, job.seed, job.uri)
     table, _ = prepare_data(base, Path(job.data_root))
-    with mlflow.start_run(
-        experiment_id=job.experiment_id,
-        run_name=f"{job.dataset}/{job.model}",
-        nested=True,  # in-process (1 worker) the parent is active here
-        parent_run_id=job.parent_run_id,
+    with (
+        mlflow.start_run(
+            experiment_id=job.experiment_id,
+            run_name=f"{job.dataset}/{job.model}",
+            nested=True,  # in-process (1 worker) the parent is active here
+            parent_run_id=job.parent_run_id,
+        ) as active,
+        tracking.ending_on_error(tracking.Phase(f"floor {job.model}")),
+        tracking.Heartbeat(active.info.run_id, job.uri),
     ):
         mlflow.set_tags(
             {
@@ -204,11 +210,24 @@ def execute(jobs: list[Job], workers: int, on_rows: Callable[[list[dict]], None]
             bar.update()
         return
     context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state in workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # workers turn SIGTERM into Terminated too, so their runs end KILLED, not left RUNNING
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=tracking.sigterm_unwinds
+    ) as pool:
         futures = [pool.submit(run_job, job) for job in jobs]
-        for future in as_completed(futures):
-            on_rows(future.result())
-            bar.update()
+        try:
+            for future in as_completed(futures):
+                on_rows(future.result())
+                bar.update()
+        except BaseException:
+            # a signal or an error here: stop the workers' runs (KILLED) instead of waiting for
+            # them, or the pool's shutdown would block until every queued model had trained
+            for future in futures:
+                future.cancel()
+            for process in list((pool._processes or {}).values()):  # noqa: SLF001 - no public handle
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()
+            raise
 
 
 def print_rows(rows: list[dict]) -> None:

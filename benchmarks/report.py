@@ -94,6 +94,10 @@ def time_table(results: pd.DataFrame) -> pd.DataFrame:
     part = results[(results["scope"] == FULL) & (results["status"] == "FINISHED")]
     if not len(part):
         return pd.DataFrame()
+    # floor rows carry no epochs or feature timings: a report written after floor rows alone
+    # (they finish first) must still render
+    wanted = ["features_s", "train_s", "inference_s", "epochs_run", "start_mb", "peak_mb", "wall_s"]
+    part = part.reindex(columns=[*part.columns, *(c for c in wanted if c not in part.columns)])
     agg = part.groupby(["dataset", "model"], sort=False).agg(
         runs=("seed", "size"),
         features_s=("features_s", "mean"),

@@ -28,7 +28,7 @@ import pandas as pd
 
 from ptmkit import tracking
 from ptmkit.datasets import resolve_data_root
-from ptmkit.errors import PtmkitError
+from ptmkit.errors import PtmkitError, Terminated
 from ptmkit.outputs import write_text
 from ptmkit.table import render
 
@@ -108,11 +108,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    restore = tracking.sigterm_unwinds()  # SIGTERM ends the suite's runs KILLED, as in ptmkit run
     try:
         return _main(args, argv)
     except PtmkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 130
+    except Terminated as exc:
+        print(str(exc), file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        restore()
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -153,7 +162,12 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     experiment_id = args.experiment_id = tracking.setup(uri, s.experiment)
     started = time.perf_counter()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"suite {s.name}") as parent:
+    phase = tracking.Phase("the suite")  # SIGTERM/SIGINT end the parent KILLED, a crash FAILED
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"suite {s.name}") as parent,
+        tracking.ending_on_error(phase),
+        tracking.Heartbeat(parent.info.run_id, uri),
+    ):
         meta["parent_run_id"] = parent.info.run_id
         meta["tracking_uri"] = uri
         mlflow.set_tags(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import traceback
 import warnings
 from collections.abc import Callable
@@ -272,11 +270,13 @@ def _load_models(refs: list[str], args: argparse.Namespace) -> list:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .outputs import check_output, check_plot_dir
-    from .predict import predict_file
+    from .outputs import check_output, check_plot_dir, is_special
+    from .predict import predict_file, sidecar_path
     from .textio import check_input
 
     check_output(args.output, "-o")  # before any model is loaded or protein scanned
+    if not is_special(Path(args.output)):
+        check_output(sidecar_path(Path(args.output)), "sidecar")
     if args.plot:
         check_plot_dir(args.plot)
     check_input(Path(args.fasta))
@@ -355,18 +355,25 @@ def cmd_runs_mark_stale(args: argparse.Namespace) -> int:
 
     if args.older_than is not None and not args.older_than > 0:
         raise PtmkitError(f"--older-than: expected a positive number of seconds (got {args.older_than:g})")
+    if args.older_than is not None:
+        limit = tracking.check_stale_limit(args.older_than, "--older-than")
+    else:
+        limit = tracking.stale_after()  # checked before the store is opened
     store = tracking.resolve_store(args.uri)
     try:
         uri = tracking.open_store(store.uri, create=False)
     except tracking.StoreNotFound as exc:
         raise PtmkitError(f"no runs: store {exc.path} does not exist") from None
-    stale = tracking.stale_runs(uri, older_than=args.older_than)
-    limit = args.older_than if args.older_than is not None else tracking.stale_after()
+    stale = tracking.stale_runs(uri, older_than=limit)
     print(f"store {store.describe()}: {len(stale)} RUNNING run(s) silent for more than {limit:g} s")
     for run in stale:
-        if not args.dry_run:
-            tracking.mark_failed(uri, run)
-        verb = "would mark" if args.dry_run else "marked"
+        if args.dry_run:
+            verb = "would mark"
+        elif tracking.mark_failed(uri, run):
+            verb = "marked"
+        else:
+            print(f"  left {run.run_id}: it beat or ended since it was listed")
+            continue
         where = f"{run.name!r} in {run.experiment!r}"
         print(f"  {verb} {run.run_id} ({where}) FAILED: no heartbeat since {run.since()}")
     return 0
@@ -674,24 +681,13 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"warning: {message}\n"
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
-
-
-def _on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM unwind like SIGINT (``Terminated``), so runs are ended KILLED, not left
-    RUNNING; returns the undo (in-process callers such as tests get their handler back)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
-    restore = _on_sigterm()
+    from .tracking import sigterm_unwinds
+
+    restore = sigterm_unwinds()
     try:
         return int(args.func(args) or 0)
     except PtmkitError as exc:

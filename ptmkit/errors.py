@@ -7,6 +7,15 @@ class PtmkitError(Exception):
     """Base class for errors the CLI shows as one message (``--debug`` adds the traceback)."""
 
 
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first line of an error's message (capped), or its type when it has no message: what
+    a one-line error shows of a library exception."""
+    text = str(exc).strip()
+    if not text:
+        return exc if isinstance(exc, str) else type(exc).__name__
+    return text.splitlines()[0][:limit]
+
+
 class DataError(PtmkitError):
     """A source file is malformed; the message names file, line and the offending value."""
 

@@ -18,7 +18,7 @@ import torch
 
 from . import catalog, metrics
 from .datasets import load_source
-from .errors import PtmkitError
+from .errors import PtmkitError, first_line
 from .featurize import encode_all, padding_mask
 from .packaging import LoadedModel
 from .sitetable import SiteTable
@@ -116,6 +116,7 @@ def run_split(
     import mlflow
 
     from .packaging import _quiet_mlflow
+    from .tracking import StoreNotFound, open_store
     from .tracking import tracking_uri as default_uri
 
     run_id = model.meta.get("run_id")
@@ -127,6 +128,14 @@ def run_split(
         )
     uri = tracking_uri or default_uri()
     artifact = f"runs:/{run_id}/data/splits.tsv.gz"
+    try:
+        open_store(uri, create=False)  # reading must never create a store
+    except StoreNotFound as exc:
+        raise PtmkitError(
+            f"{source} has no {split!r} split (it has {present}); the split of model {model.ref}'s run "
+            f"({artifact}) lives in its store, and there is no store at {exc.path} "
+            "(pass --uri for the run's store)"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="ptmkit-splits-") as tmp:
         try:
             with _quiet_mlflow():
@@ -134,7 +143,7 @@ def run_split(
                     artifact_uri=artifact, dst_path=tmp, tracking_uri=uri
                 )
         except Exception as exc:  # MlflowException: no such run or artifact, unreachable store
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise PtmkitError(
                 f"{source} has no {split!r} split (it has {present}); the split of model {model.ref}'s run "
                 f"could not be read from {artifact} in {uri}: {first} (pass --uri for the run's store)"

@@ -1,11 +1,13 @@
 """Writing output files without ever losing or destroying one.
 
-Regular files are written to ``NAME.partial`` beside the target and renamed over it only once
-complete, so a crash, a kill or a full disk leaves the previous file intact. Special files
-(``/dev/null``, ``/dev/stdout``, a FIFO) are written in place: renaming over them would replace
-a device node with a regular file, which as root destroys ``/dev/null`` for the whole system.
-Directories are refused before any work starts. Every command that writes a file goes through
-:func:`check_output` (up front) and :func:`atomic_open` (when writing).
+Regular files are written to a hidden ``.NAME.<random>.partial`` beside the target and renamed
+over it only once complete, so a crash, a kill or a full disk leaves the previous file intact
+(and two writers of one path never share a partial file). Special files (``/dev/null``, a FIFO,
+a terminal) and links into ``/dev`` or ``/proc`` (``/dev/stdout``) are written in place: renaming
+over them would replace a device node or the link with a regular file, which as root destroys
+``/dev/null`` for the whole system. Any other link is followed: its target is replaced, the link
+kept. Directories are refused before any work starts. Every command that writes a file goes
+through :func:`check_output` (up front) and :func:`atomic_open` (when writing).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,15 +24,28 @@ from typing import IO, Any
 from .errors import PtmkitError
 
 PARTIAL_SUFFIX = ".partial"
+#: Links into these trees (``/dev/stdout``, ``/proc/self/fd/1``) are written through, in place.
+_PSEUDO = ("/dev/", "/proc/")
 
 
 def is_special(path: Path) -> bool:
-    """True for an existing path that is neither a regular file nor a directory (device, FIFO …)."""
+    """True when ``path`` must be written in place: an existing path (links followed) that is
+    neither a regular file nor a directory (device, FIFO, socket), or a link into /dev or /proc."""
+    path = Path(path)
+    if path.is_symlink():
+        real = os.path.realpath(path)
+        if str(path.absolute()).startswith(_PSEUDO) or real.startswith(_PSEUDO):
+            return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
     return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _replaced(path: Path) -> Path:
+    """The file a rename must replace: the target of a link (the link itself stays)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def check_output(path: str | Path, what: str = "output") -> Path:
@@ -45,16 +61,21 @@ def check_output(path: str | Path, what: str = "output") -> Path:
         if not os.access(path, os.W_OK):
             raise PtmkitError(f"{what} {path}: not writable")
         return path
-    parent = path.parent
-    for folder in (parent, *parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise PtmkitError(f"{what} {path}: {folder} is a file, not a folder")
-            break
+    parent = _replaced(path).parent  # a link's target is what gets replaced
+    refuse_file_above(parent, f"{what} {path}")
     _writable_folder(parent, f"{what} {path}")
     if path.exists() and not os.access(path, os.W_OK):
         raise PtmkitError(f"{what} {path}: the existing file is not writable")
     return path
+
+
+def refuse_file_above(folder: Path, label: str) -> None:
+    """Refuse a folder path whose nearest existing part is a file (``out.tsv/results/``)."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise PtmkitError(f"{label}: {part} is a file, not a folder")
+            return
 
 
 def check_plot_dir(path: str | Path, what: str = "--plot") -> Path:
@@ -88,8 +109,9 @@ def write_error(path: Path, exc: OSError) -> PtmkitError:
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open ``path`` for writing so that it is replaced only once the block completes.
 
-    Special files are opened directly. On any failure the ``.partial`` file is removed and the
-    old file is left as it was; an OSError (e.g. disk full) becomes a PtmkitError naming the path.
+    Special files are opened directly. On any failure the partial file is removed and the old
+    file is left as it was. An OSError while writing becomes a PtmkitError naming the path; one
+    raised by the block about another file (a figure saved meanwhile) names that file instead.
     """
     path = Path(path)
     if "b" not in mode:
@@ -101,20 +123,45 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
             with open(path, mode, **kwargs) as fh:
                 yield fh
         except OSError as exc:
-            raise write_error(path, exc) from None
+            raise _located(exc, path, path) from None
         return
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    target = _replaced(path)
     try:
-        with open(partial, mode, **kwargs) as fh:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    partial = Path(name)
+    try:
+        with open(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(partial, path)
+        _keep_mode(partial, target)
+        os.replace(partial, target)
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise _located(exc, path, partial) from None
     finally:
         if partial.exists():
             partial.unlink()
+
+
+def _keep_mode(partial: Path, target: Path) -> None:
+    """mkstemp makes 0600 files: give the new file the old one's mode, else the umask default."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(partial, mode)
+
+
+def _located(exc: OSError, path: Path, ours: Path) -> PtmkitError:
+    """``write_error`` for the file the OSError is about: ours (the output) or another one."""
+    other = exc.filename
+    if other is not None and Path(str(other)) not in (ours, path):
+        return write_error(Path(str(other)), exc)
+    return write_error(path, exc)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -10,7 +10,7 @@ into one folder.
 
 Loading never unpickles anything a user may have received from someone else: ``load_model``
 reads the files itself (weights with ``torch.load(weights_only=True)``, the recipe with
-``yaml.safe_load``, JSON and ``.npz`` without pickle), checks their sha256 against
+``ptmkit.safeyaml``, JSON and ``.npz`` without pickle), checks their sha256 against
 ``model.json`` and rebuilds the model from the recipe through the plugin registry (which only
 knows installed plugins). It never calls ``mlflow.pyfunc.load_model``: that executes the
 package's Python code (``ptmkit_pyfunc.py``) and is meant for MLflow-native serving of models
@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from . import __version__, runids, safeyaml
-from .errors import PtmkitError, RecipeError
+from .errors import PtmkitError, RecipeError, first_line
 from .featurize import build_features
 from .graph import ModelGraph, used_features
 from .plugin_api import Feature
@@ -371,14 +370,14 @@ class LoadedModel:
 
 
 def _pyfunc_package(directory: Path) -> Path | None:
-    """The package folder inside a pyfunc model, as its ``MLmodel`` file (safe-loaded YAML) says."""
+    """The package folder inside a pyfunc model, as its ``MLmodel`` file (ptmkit.safeyaml) says."""
     mlmodel = directory / "MLmodel"
     if not mlmodel.is_file():
         return None
     try:
-        spec = yaml.safe_load(mlmodel.read_text()) or {}
+        spec = safeyaml.load(mlmodel.read_text(encoding="utf-8"), str(mlmodel)) or {}
         rel = spec["flavors"]["python_function"]["artifacts"][PYFUNC_KEY]["path"]
-    except (yaml.YAMLError, KeyError, TypeError):
+    except (PtmkitError, OSError, UnicodeDecodeError, KeyError, TypeError):
         return None
     candidate = (directory / str(rel)).resolve()
     if directory.resolve() not in candidate.parents:  # a path escaping the model folder is not ours
@@ -447,8 +446,7 @@ def download(ref: str, destination: Path, tracking_uri: str | None = None) -> Pa
                 artifact_uri=ref, dst_path=str(destination), tracking_uri=uri, registry_uri=uri
             )
     except Exception as exc:  # MlflowException, missing run or alias, unreachable server
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PtmkitError(f"cannot load model {ref} from {uri}: {message}") from None
+        raise PtmkitError(f"cannot load model {ref} from {uri}: {first_line(exc)}") from None
     return Path(local)
 
 
@@ -512,15 +510,15 @@ def _load_weights(path: Path, ref: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" not in str(exc).lower():
-            raise _corrupt(path, ref, f"unreadable pickle data ({str(exc).splitlines()[0][:160]})") from None
+            raise _corrupt(path, ref, f"unreadable pickle data ({first_line(exc, 160)})") from None
         raise PtmkitError(
             f"model {ref}: {WEIGHTS} is not a plain state dict loadable with torch.load(weights_only=True): "
             "it holds Python objects other than tensors, and unpickling them could run code; refusing "
             "to load it"
         ) from None
     except Exception as exc:  # a legacy (non-zip) file cut short, or not a torch file at all
-        first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        raise _corrupt(path, ref, f"not a torch.save file ({type(exc).__name__}: {first})") from None
+        why = f"not a torch.save file ({type(exc).__name__}: {first_line(exc, 160)})"
+        raise _corrupt(path, ref, why) from None
 
 
 def read_package(root: Path, ref: str = "", *, device: str | torch.device = "cpu") -> LoadedModel:

@@ -16,6 +16,18 @@ from sklearn.metrics import (
     roc_curve,
 )  # noqa: E402
 
+from .outputs import atomic_open  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    """Save and close ``fig`` through ptmkit.outputs: atomic, special files in place, errors named."""
+    try:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path
+
 
 def roc_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
     """ROC and precision-recall side by side, one line per split (name -> labels, scores)."""
@@ -34,9 +46,7 @@ def roc_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: 
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def training_curves(history: list[dict[str, float]], best_epoch: int, path: Path, title: str) -> Path:
@@ -56,9 +66,7 @@ def training_curves(history: list[dict[str, float]], best_epoch: int, path: Path
     ap_ax.set_title("validation")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def sweep_bars(table, metrics: list[str], path: Path, title: str) -> Path:  # noqa: ANN001
@@ -77,6 +85,4 @@ def sweep_bars(table, metrics: list[str], path: Path, title: str) -> Path:  # no
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -649,7 +649,7 @@ def plot_protein(protein: Protein, rows: pd.DataFrame, scan: list[ScanModel], pa
     The layout follows the UniPTMs case-study figure: stems at every candidate residue, the
     cut-off as a dashed line, and the sites the input annotates as red triangles on top.
     """
-    from .plots import plt  # pyplot with the Agg backend selected (no display needed)
+    from .plots import plt, save_figure  # pyplot with the Agg backend (no display needed)
 
     used = [m for i, m in enumerate(scan) if (rows["_model"] == i).any()]
     length = len(protein.sequence)
@@ -693,9 +693,7 @@ def plot_protein(protein: Protein, rows: pd.DataFrame, scan: list[ScanModel], pa
     axes[-1, 0].set_xlabel("residue position")
     fig.suptitle(f"{protein.protein_id} ({length} aa)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 # ---------------------------------------------------------------------------- in-memory use

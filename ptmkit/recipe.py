@@ -24,6 +24,7 @@ from . import safeyaml
 from .errors import RecipeError, RegistryError
 from .plugin_api import PluginConfig
 from .registry import PluginSpec, Registry
+from .textio import not_utf8
 
 Key = tuple[str | int, ...]
 
@@ -35,11 +36,12 @@ def read_recipe_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        end = data.find(b"\n", exc.start)
+        raw = data[start : end if end >= 0 else len(data)]
         line = data.count(b"\n", 0, exc.start) + 1
-        raise RecipeError(
-            f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8 "
-            "(e.g. iconv -f latin1 -t utf-8)"
-        ) from None
+        moved = UnicodeDecodeError(exc.encoding, raw, exc.start - start, exc.end - start, exc.reason)
+        raise RecipeError(str(not_utf8(path, line, raw, moved))) from None
 
 
 def _compose_locations(node: yaml.Node, path: Key, where: str, out: dict[Key, str]) -> None:

@@ -150,13 +150,14 @@ def run(
             summary = _tracked(
                 recipe, table, info, features, model, losses, tags, progress, inference_repeats, beat, phase
             )
-        summary.run_id = active.info.run_id
-        summary.experiment = recipe.tracking.experiment
-        summary.experiment_id = experiment_id
-        summary.tracking_uri = uri
-        summary.store = store.describe()
-        summary.seconds = time.perf_counter() - started
-        mlflow.log_metric("time/total_s", summary.seconds)
+            phase.now = "the end of the run"
+            summary.run_id = active.info.run_id
+            summary.experiment = recipe.tracking.experiment
+            summary.experiment_id = experiment_id
+            summary.tracking_uri = uri
+            summary.store = store.describe()
+            summary.seconds = time.perf_counter() - started
+            mlflow.log_metric("time/total_s", summary.seconds)
     return summary
 
 

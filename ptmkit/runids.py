@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from .errors import PtmkitError
+from .errors import PtmkitError, first_line
 
 #: Fewest hex digits accepted as a run id prefix (git's default abbreviation is 7; MLflow ids
 #: are 32 random hex digits, so 8 makes an accidental clash in a store of 10 000 runs ~1 %).
@@ -74,21 +74,10 @@ def _experiment_ids(client: Any) -> list[str]:
 
 
 def _search(client: Any, filter_string: str) -> list[Any]:
-    """Every run (deleted too) matching ``filter_string``, across all experiments, page by page."""
-    from mlflow.entities import ViewType
+    """Every run (deleted too: a prefix must stay unique among them) matching ``filter_string``."""
+    from .tracking import search_all_runs
 
-    experiments = _experiment_ids(client)
-    runs: list[Any] = []
-    token = None
-    while experiments:
-        page = client.search_runs(
-            experiments, filter_string, run_view_type=ViewType.ALL, max_results=1000, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    return runs
+    return search_all_runs(client, _experiment_ids(client), filter_string, deleted=True)
 
 
 def all_run_ids(uri: str) -> list[str]:
@@ -207,7 +196,7 @@ def require_model(uri: str, run_id: str, path: str = "model", shown: str | None 
     status = run.info.status
     shown = shown or run_id
     error = run.data.tags.get("ptmkit.error", "")
-    why = f" ({error.splitlines()[0][:160]})" if error else ""
+    why = f" ({first_line(error, 160)})" if error else ""
     if not _has_artifact(client, run_id, path):
         if status == "FINISHED":
             raise NoPackagedModel(

@@ -17,7 +17,7 @@ from string import Template
 
 from . import API_VERSION, __version__
 from .errors import PtmkitError
-from .outputs import write_error
+from .outputs import refuse_file_above, write_error
 
 #: Kinds ``plugins new`` can generate (backbones and heads are fusion-like graph modules).
 SCAFFOLD_KINDS = ("feature", "fusion", "loss")
@@ -133,11 +133,7 @@ def scaffold(name: str, kind: str = "feature", directory: str | Path = ".") -> S
         f"src/{package}/__init__.py": _INIT[kind],
         f"tests/test_{package}.py": _TEST[kind],
     }
-    for folder in (target.parent, *target.parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise PtmkitError(f"--dir {folder} is a file, not a folder")
-            break
+    refuse_file_above(target.parent, f"--dir {target.parent}")
     # written into a hidden sibling and renamed once complete: a failure leaves no half package
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from .errors import PtmkitError
+from .errors import PtmkitError, first_line
+from .outputs import atomic_open
 from .sitetable import PROTEIN_IDS, SiteTable
 
 #: Values of ``data.split.group``.
@@ -234,9 +235,8 @@ def save_split_file(table: SiteTable, path: Path) -> None:
     if out["key"].duplicated().any():
         dup = out.loc[out["key"].duplicated(), "key"].iloc[0]
         raise PtmkitError(f"cannot save a split file: row key {dup!r} is not unique")
-    tmp = path.with_name(f".{path.name}.tmp")
-    out.to_csv(tmp, sep="\t", index=False, compression="gzip")
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        out.to_csv(fh, sep="\t", index=False, compression="gzip")
 
 
 def read_split_file(path: Path) -> pd.DataFrame:
@@ -249,7 +249,7 @@ def read_split_file(path: Path) -> pd.DataFrame:
     try:
         saved = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (ValueError, OSError, EOFError, zlib.error) as exc:  # UnicodeDecodeError is a ValueError
-        raise PtmkitError(f"{path}: not a ptmkit split file ({str(exc).splitlines()[0]})") from None
+        raise PtmkitError(f"{path}: not a ptmkit split file ({first_line(exc)})") from None
     columns = set(saved.columns)
     if {"key", "label", "split"} <= columns:
         keys = saved["key"]

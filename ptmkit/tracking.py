@@ -16,17 +16,19 @@ import os
 import platform
 import signal
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
-from .errors import PtmkitError, Terminated
+from .errors import PtmkitError, Terminated, first_line
 
 DEFAULT_DB = "mlflow.db"
 #: Param values are capped by MLflow; longer recipe values are truncated (the full recipe is
@@ -67,16 +69,35 @@ def _ceilings() -> list[Path]:
 
 
 def find_project_store(start: Path | None = None) -> Path | None:
-    """The nearest ``mlflow.db`` in ``start`` (the working dir) or a parent, up to a ceiling."""
+    """The nearest ``mlflow.db`` of yours in ``start`` (the working dir) or a parent, up to a
+    ceiling ($PTMKIT_CEILING_DIRS, your home, or a shared scratch folder such as /tmp)."""
     here = (start or Path.cwd()).resolve()
     ceilings = _ceilings()
     for folder in (here, *here.parents):
+        if folder != here and _shared_scratch(folder):
+            break  # /tmp, /scratch: another user's mlflow.db there must not receive your runs
         candidate = folder / DEFAULT_DB
-        if candidate.is_file():
+        if candidate.is_file() and _owned(candidate):
             return candidate
         if folder in ceilings:
             break
     return None
+
+
+def _shared_scratch(folder: Path) -> bool:
+    """A sticky, world-writable folder (``/tmp``): anyone may have left a store there."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return True
+    return bool(mode & stat.S_ISVTX and mode & stat.S_IWOTH)
+
+
+def _owned(path: Path) -> bool:
+    try:
+        return path.stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def normalise_uri(uri: str) -> str:
@@ -133,8 +154,12 @@ class StoreNotFound(PtmkitError):
 
 
 @contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<db>.lock`` (sqlite stores only; others need none)."""
+def store_lock(uri: str, *, required: bool = True) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<db>.lock`` (sqlite stores only; others need none).
+
+    ``required=False`` (reading an existing store): a folder where no lock file can be made — a
+    read-only mount, a team store in someone else's folder — reads without the lock instead.
+    """
     db = sqlite_path(uri)
     if db is None:
         yield
@@ -143,6 +168,9 @@ def store_lock(uri: str) -> Iterator[None]:
     try:
         handle = open(lock, "a")  # noqa: SIM115 - held for the duration of the block
     except OSError as exc:
+        if not required:
+            yield
+            return
         raise PtmkitError(f"cannot lock MLflow store {db}: {exc.strerror} ({lock})") from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -216,13 +244,15 @@ def open_store(uri: str, *, create: bool = True) -> str:
     if db is not None:
         check_sqlite(db)  # read-only, before the lock: a text file gets no lock file beside it
     try:
-        lock = store_lock(uri) if (create or _exists(uri)) else contextlib.nullcontext()
-        with deferred_signals(), lock:  # a migration cut in half would break the store for all
+        lock = store_lock(uri, required=create) if (create or _exists(uri)) else contextlib.nullcontext()
+        # the lock wait stays interruptible; signals are held only while MLflow migrates (a
+        # migration cut in half would break the store for everyone)
+        with lock, deferred_signals():
             _open_locked(uri, create)
     except PtmkitError:
         raise
     except Exception as exc:  # connection refused, bad URI, locked db ...
-        raise PtmkitError(f"cannot use MLflow tracking store {uri!r}: {_first_line(exc)}") from exc
+        raise PtmkitError(f"cannot use MLflow tracking store {uri!r}: {first_line(exc)}") from exc
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -231,11 +261,6 @@ def open_store(uri: str, *, create: bool = True) -> str:
 def _exists(uri: str) -> bool:
     db = sqlite_path(uri)
     return db is None or db.exists()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def setup(uri: str, experiment: str) -> str:
@@ -250,7 +275,7 @@ def setup(uri: str, experiment: str) -> str:
 
     uri = open_store(uri)
     try:
-        with deferred_signals(), store_lock(uri):
+        with store_lock(uri), deferred_signals():
             found = mlflow.get_experiment_by_name(experiment)
             if found is not None:  # model-training view in the MLflow UI (ptmkit.mlflow_ui)
                 return mlflow_ui.ensure_experiment(uri, found.experiment_id, found.tags)
@@ -259,7 +284,7 @@ def setup(uri: str, experiment: str) -> str:
             tags = mlflow_ui.experiment_tags()
             return mlflow.create_experiment(experiment, artifact_location=location, tags=tags)
     except Exception as exc:
-        raise PtmkitError(f"cannot use MLflow tracking store {uri!r}: {_first_line(exc)}") from exc
+        raise PtmkitError(f"cannot use MLflow tracking store {uri!r}: {first_line(exc)}") from exc
 
 
 # ---------------------------------------------------------------------------- heartbeats
@@ -272,18 +297,34 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def heartbeat_interval() -> float:
-    return _env_seconds("PTMKIT_HEARTBEAT_S", HEARTBEAT_S)
+    value = _env_seconds("PTMKIT_HEARTBEAT_S", HEARTBEAT_S)
+    if not value >= 0.1:  # a zero interval would be a busy loop of store writes
+        raise PtmkitError(f"$PTMKIT_HEARTBEAT_S: expected at least 0.1 seconds (got {value:g})")
+    return value
+
+
+def check_stale_limit(limit: float, what: str) -> float:
+    """A stale limit shorter than two heartbeats would call live runs stale: refuse it."""
+    shortest = 2 * heartbeat_interval()
+    if not limit >= shortest:
+        raise PtmkitError(
+            f"{what}: {limit:g} s is shorter than two heartbeats ({shortest:g} s): live runs would "
+            f"look stale; give at least {shortest:g}"
+        )
+    return limit
 
 
 def stale_after() -> float:
-    return _env_seconds("PTMKIT_STALE_AFTER_S", STALE_AFTER_S)
+    return check_stale_limit(_env_seconds("PTMKIT_STALE_AFTER_S", STALE_AFTER_S), "$PTMKIT_STALE_AFTER_S")
 
 
 class Heartbeat:
     """Writes ``ptmkit.heartbeat`` (unix seconds) on a run now, every ``interval`` s, and on ``beat``.
 
-    A daemon thread, so a hung or killed main thread stops the beats: that silence is what
-    marks a run stale. Write errors (a store busy for a moment) are skipped, never raised.
+    A daemon thread: it dies with the process (SIGKILL, OOM killer, power cut), and that silence
+    is what marks a run stale. (A main thread that hangs while the process lives keeps beating:
+    staleness detects dead processes, not stuck ones.) Write errors (a store busy for a moment)
+    are skipped, never raised.
     """
 
     def __init__(self, run_id: str, uri: str, interval: float | None = None) -> None:
@@ -365,7 +406,7 @@ def stale_runs(uri: str, *, older_than: float | None = None, now: float | None =
     client = MlflowClient(uri)
     experiments = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ALL)}
     out = []
-    for run in _all_runs(client, list(experiments), "attributes.status = 'RUNNING'"):
+    for run in search_all_runs(client, list(experiments), "attributes.status = 'RUNNING'"):
         start = run.info.start_time / 1000 if run.info.start_time else None
         beat = parse_heartbeat(run.data.tags.get(HEARTBEAT_TAG))
         if is_stale(run.info.status, start, beat, now=now, limit=older_than):
@@ -380,10 +421,19 @@ def stale_runs(uri: str, *, older_than: float | None = None, now: float | None =
     return out
 
 
-def _all_runs(client, experiment_ids: list[str], filter_string: str) -> list:  # noqa: ANN001
-    runs, token = [], None
+def search_all_runs(
+    client: Any, experiment_ids: list[str], filter_string: str, *, deleted: bool = False
+) -> list:
+    """Every run of ``experiment_ids`` matching ``filter_string``, page by page (MLflow caps a page)."""
+    from mlflow.entities import ViewType
+
+    view = ViewType.ALL if deleted else ViewType.ACTIVE_ONLY
+    runs: list = []
+    token = None
     while experiment_ids:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        page = client.search_runs(
+            experiment_ids, filter_string, run_view_type=view, max_results=1000, page_token=token
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -391,13 +441,18 @@ def _all_runs(client, experiment_ids: list[str], filter_string: str) -> list:  #
     return runs
 
 
-def mark_failed(uri: str, stale: StaleRun) -> None:
+def mark_failed(uri: str, stale: StaleRun) -> bool:
     """End a stale run FAILED, at its last sign of life, saying why in ``ptmkit.error``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
+    run = client.get_run(stale.run_id)  # it may have beaten or ended since it was listed
+    beat = parse_heartbeat(run.data.tags.get(HEARTBEAT_TAG))
+    if run.info.status != "RUNNING" or (beat or 0.0) > stale.last_alive:
+        return False
     client.set_tag(stale.run_id, ERROR_TAG, f"stale: no heartbeat since {stale.since()}")
     client.set_terminated(stale.run_id, "FAILED", end_time=int(stale.last_alive * 1000))
+    return True
 
 
 # ---------------------------------------------------------------------------- how a run ends
@@ -419,19 +474,23 @@ def interruption(exc: BaseException) -> str | None:
 
 @contextlib.contextmanager
 def shielded() -> Iterator[None]:
-    """Ignore SIGINT/SIGTERM while a run's end is written: a second signal must not leave the
-    run half-ended. (Only the main thread may touch signal handlers; elsewhere a no-op.)"""
+    """Hold SIGINT/SIGTERM back while a run's end is written: a second signal must not leave
+    the run half-ended, nor be lost (it is delivered once the end is written)."""
+    with deferred_signals():
+        yield
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def sigterm_unwinds() -> Callable[[], None]:
+    """Make SIGTERM unwind like SIGINT (``Terminated``), so runs are ended KILLED, not left
+    RUNNING; returns the undo (in-process callers such as tests get their handler back)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in saved:
-        signal.signal(s, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    return lambda: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @dataclass
@@ -467,8 +526,8 @@ def deferred_signals() -> Iterator[None]:
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-    if caught:
-        signal.raise_signal(caught[0])
+        if caught:  # delivered even if the block raised: the signal wins (exit 143 / 130)
+            signal.raise_signal(caught[0])
 
 
 def end_active_run(exc: BaseException, phase: str) -> None:
@@ -495,7 +554,7 @@ def end_active_run(exc: BaseException, phase: str) -> None:
 def _warn_unrecorded(what: str, err: Exception) -> None:
     import sys
 
-    print(f"warning: could not record {what} in the MLflow store: {_first_line(err)}", file=sys.stderr)
+    print(f"warning: could not record {what} in the MLflow store: {first_line(err)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- what a run records

@@ -188,3 +188,48 @@ def test_peak_memory_resets() -> None:
     del big
     reset_peak()
     assert peak_mb() < high - 250
+
+
+def test_sigterm_ends_the_suite_and_its_workers_runs_killed(workdir: Path, data_root: Path) -> None:
+    """Slurm's SIGTERM mid-suite: exit 143, the parent and every running model KILLED (none left
+    RUNNING), no worker process left behind, no queued model started."""
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    suite = _suite(
+        workdir / "long.yaml", name="long", datasets=["H1"], seeds=[0, 1, 2], set=["train.epochs=30"]
+    )
+    db = workdir / "mlflow.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.run", "--suite", str(suite), "--out", str(workdir / "out"),
+         "--data-root", str(data_root)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
+    )
+    client = MlflowClient(f"sqlite:///{db}")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until a model is training in a worker
+        time.sleep(1)
+        exp = db.exists() and client.get_experiment_by_name("bench-test")
+        if exp and any(
+            r.info.status == "RUNNING" and "/bilstm/" in (r.info.run_name or "")
+            for r in client.search_runs([exp.experiment_id])
+        ):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminated by SIGTERM" in err and "Traceback" not in err, err[-2000:]
+    runs = client.search_runs([client.get_experiment_by_name("bench-test").experiment_id])
+    statuses = {r.info.run_name: r.info.status for r in runs}
+    assert "RUNNING" not in statuses.values(), statuses
+    assert statuses["suite long"] == "KILLED"
+    killed = [r for r in runs if r.info.status == "KILLED" and r.info.run_name != "suite long"]
+    assert killed and all("terminated by SIGTERM" in r.data.tags["ptmkit.error"] for r in killed)
+    assert len(runs) < 1 + 3 + 1  # the queued models never started

@@ -599,6 +599,7 @@ def test_evaluate_without_the_runs_store_says_where_it_looked(
     )
     assert code == 2
     one_line_error(err, "uniptms:C2 has no 'test' split (it has unsplit)", "data/splits.tsv.gz", "--uri")
+    assert not (tmp_path / "other.db").exists()  # reading never creates a store
 
 
 def test_deduped_runs_splits_file_is_accepted_with_dedupe(c2, tmp_path: Path) -> None:  # noqa: ANN001

@@ -377,3 +377,11 @@ def test_run_warns_on_a_small_validation_split_and_logs_every_rule(workdir: Path
     assert main(["evaluate", model, "uniptms:H1", "--split", "test", "--uri", store, "--quiet"]) == 0
     shown = capsys.readouterr().out
     assert "val_mcc_smooth threshold" in shown and "val_mcc_bootstrap threshold" in shown
+
+
+def test_the_clis_rule_names_are_the_packages():
+    """cli.py lists the rules itself (importing packaging would load torch for --help)."""
+    from ptmkit.cli import THRESHOLD_RULES
+    from ptmkit.packaging import RULES
+
+    assert list(THRESHOLD_RULES) == list(RULES)

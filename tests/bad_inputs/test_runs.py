@@ -253,6 +253,7 @@ def stale_store(signalled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> d
     while time.time() - last <= 3.5:
         time.sleep(0.1)
     monkeypatch.setenv("PTMKIT_STALE_AFTER_S", "3")
+    monkeypatch.setenv("PTMKIT_HEARTBEAT_S", "0.5")  # as the runs above beat: 3 s is six beats
     yield {"uri": uri, "client": client, "killed": killed.info.run_id, "live": live.info.run_id}
     beat.__exit__()
 
@@ -473,6 +474,22 @@ def test_the_walk_up_stops_at_a_ceiling(tmp_path, monkeypatch):
     assert tracking.find_project_store(tmp_path / "a" / "b") == (tmp_path / "mlflow.db").resolve()
 
 
+def test_the_walk_up_stops_at_a_shared_scratch_folder(tmp_path, monkeypatch):
+    """Another user's /tmp/mlflow.db must not receive your runs: sticky world-writable folders end
+    the walk, and a store someone else owns is passed over."""
+    scratch = tmp_path / "scratch"
+    (scratch / "me" / "work").mkdir(parents=True)
+    (scratch / "mlflow.db").write_bytes(b"")
+    monkeypatch.setenv("PTMKIT_CEILING_DIRS", str(tmp_path))
+    assert tracking.find_project_store(scratch / "me" / "work") == (scratch / "mlflow.db").resolve()
+    scratch.chmod(0o1777)
+    assert tracking.find_project_store(scratch / "me" / "work") is None
+    assert tracking.find_project_store(scratch) == (scratch / "mlflow.db").resolve()  # cwd itself is fine
+    if os.geteuid() == 0:
+        os.chown(scratch / "mlflow.db", 12345, 12345)
+        assert tracking.find_project_store(scratch) is None
+
+
 def test_the_per_user_store_defaults_to_the_user_data_dir(monkeypatch):
     import platformdirs
 
@@ -527,10 +544,10 @@ def test_a_crash_inside_a_run_ends_it_failed_with_the_error(workdir, capsys):
 
 
 def test_a_signal_while_a_store_is_created_is_held_until_it_is_done(tmp_path):
-    from ptmkit.cli import _on_sigterm
     from ptmkit.errors import Terminated
+    from ptmkit.tracking import sigterm_unwinds
 
-    restore = _on_sigterm()  # as `ptmkit` installs it: SIGTERM raises Terminated
+    restore = sigterm_unwinds()  # as `ptmkit` installs it: SIGTERM raises Terminated
     reached = False
     try:
         with pytest.raises(Terminated), tracking.deferred_signals():
@@ -540,3 +557,18 @@ def test_a_signal_while_a_store_is_created_is_held_until_it_is_done(tmp_path):
     finally:
         restore()
     assert reached
+
+
+@pytest.mark.parametrize("limit", ["--older-than=30", "env"])
+def test_a_stale_limit_shorter_than_two_heartbeats_is_refused(tmp_path, capsys, monkeypatch, limit):
+    """Live runs beat every 60 s: calling 30 s of silence stale would fail them."""
+    monkeypatch.delenv("PTMKIT_HEARTBEAT_S", raising=False)
+    args = ["runs", "mark-stale", "--uri", str(tmp_path / "x.db")]
+    if limit == "env":
+        monkeypatch.setenv("PTMKIT_STALE_AFTER_S", "30")
+    else:
+        args.append(limit)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "30 s is shorter than two heartbeats (120 s)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.db").exists()

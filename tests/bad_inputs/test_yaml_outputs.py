@@ -187,7 +187,7 @@ def test_predict_to_a_character_device_writes_through_it(tmp_path, package):
     fasta.write_text(FASTA)
     assert _predict(package, fasta, device) == 0
     assert stat.S_ISCHR(os.stat(device).st_mode)  # still a device, not replaced by a file
-    assert not (tmp_path / "null.partial").exists()
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.partial"))
     assert not (tmp_path / "null.json").exists()  # no sidecar beside a special file
 
 
@@ -246,7 +246,7 @@ def test_predict_keeps_the_old_output_when_the_scan_fails(tmp_path, package, cap
     assert _predict(package, bad, out) != 0
     capsys.readouterr()
     assert out.read_text() == "previous results\n"
-    assert not (tmp_path / "sites.tsv.partial").exists()
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_disk_full_names_the_path_and_keeps_the_old_file(tiny_fs, tmp_path, pack
     err = _one_line_error(capsys, f"disk full while writing {out}")
     assert "unchanged" in err
     assert out.read_text() == "previous results\n"
-    assert not (tiny_fs / "sites.tsv.partial").exists()
+    assert sorted(p.name for p in tiny_fs.iterdir()) == ["sites.tsv"]  # no partial file left
 
 
 def test_disk_full_on_a_special_file_names_it(tmp_path):
@@ -344,3 +344,54 @@ def test_evaluate_option_typo_lists_the_readers_keys(tmp_path, package, capsys):
     assert main(["evaluate", str(package), str(marked), "--option", "windw=33", "--quiet"]) == 2
     err = _one_line_error(capsys, "--option windw")
     assert "valid:" in err
+
+
+def test_a_link_to_a_regular_file_replaces_the_target_and_keeps_the_link(tmp_path):
+    real = tmp_path / "real.tsv"
+    real.write_text("old")
+    link = tmp_path / "link.tsv"
+    link.symlink_to(real)
+    outputs.write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tsv", "real.tsv"]
+
+
+def test_predict_through_a_proc_fd_link_writes_in_place(tmp_path, package):
+    """``-o /dev/stdout`` is a link to /proc/self/fd/1: written through, never renamed over."""
+    read_end, write_end = os.pipe()
+    link = tmp_path / "stdout"
+    link.symlink_to(f"/proc/self/fd/{write_end}")
+    got: list[bytes] = []
+
+    def drain() -> None:
+        with os.fdopen(read_end, "rb") as fh:
+            got.append(fh.read())
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    fasta = tmp_path / "p.fasta"
+    fasta.write_text(FASTA)
+    try:
+        assert _predict(package, fasta, link) == 0
+    finally:
+        os.close(write_end)
+    reader.join(timeout=30)
+    assert link.is_symlink()
+    assert b"protein_id\t" in got[0]
+    assert not (tmp_path / "stdout.json").exists()  # no sidecar beside a stream
+
+
+def test_two_writers_of_one_path_never_share_a_partial_file(tmp_path):
+    target = tmp_path / "t.txt"
+    with outputs.atomic_open(target) as first, outputs.atomic_open(target) as second:
+        first.write("first " * 1000)
+        second.write("second")
+    assert target.read_text() == "first " * 1000  # the last to finish wins, whole
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_new_output_gets_the_usual_permissions(tmp_path):
+    outputs.write_text(tmp_path / "n.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "n.txt").st_mode) == 0o666 & ~umask
