@@ -27,8 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 from ptmkit import tracking
+from ptmkit.cli import run_command
 from ptmkit.datasets import resolve_data_root
-from ptmkit.errors import PtmkitError, Terminated
+from ptmkit.errors import PtmkitError
 from ptmkit.outputs import write_text
 from ptmkit.table import render
 
@@ -108,20 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    restore = tracking.sigterm_unwinds()  # SIGTERM ends the suite's runs KILLED, as in ptmkit run
-    try:
-        return _main(args, argv)
-    except PtmkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted by SIGINT", file=sys.stderr)
-        return 130
-    except Terminated as exc:
-        print(str(exc), file=sys.stderr)
-        return 128 + exc.signum
-    finally:
-        restore()
+    # as `ptmkit run`: SIGTERM ends the suite's runs KILLED; unexpected errors keep their traceback
+    return run_command(lambda: _main(args, argv), one_line_crashes=False)
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> int:

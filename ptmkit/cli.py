@@ -84,6 +84,13 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _reader_options(args: argparse.Namespace) -> dict[str, object]:
+    """``--option KEY=VALUE`` items, each value read as (bounded) YAML."""
+    from . import safeyaml
+
+    return {k: safeyaml.load(v, f"--option {k}") for k, v in _kv(args.option, "--option").items()}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import recipe as recipes
     from .datasets import resolve_data_root
@@ -161,12 +168,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from . import safeyaml
     from .datacheck import check_recipe, check_source, resolve_source
     from .datasets import resolve_data_root
     from .recipe import Recipe
 
-    options = {k: safeyaml.load(v, f"--option {k}") for k, v in _kv(args.option, "--option").items()}
+    options = _reader_options(args)
     root = resolve_data_root(args.data_root)
     source, base = resolve_source(
         args.source, reader=args.reader, options=options, overrides=args.set, base_dir=Path.cwd()
@@ -300,14 +306,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from . import safeyaml
     from .datasets import resolve_data_root
     from .evaluate import evaluate_model
     from .outputs import check_output, write_text
     from .table import render
     from .tracking import tracking_uri
 
-    options = {k: safeyaml.load(v, f"--option {k}") for k, v in _kv(args.option, "--option").items()}
+    options = _reader_options(args)
     if args.json:
         check_output(args.json, "--json")
     (model,) = _load_models([args.model], args)
@@ -353,12 +358,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_runs_mark_stale(args: argparse.Namespace) -> int:
     from . import tracking
 
-    if args.older_than is not None and not args.older_than > 0:
-        raise PtmkitError(f"--older-than: expected a positive number of seconds (got {args.older_than:g})")
-    if args.older_than is not None:
-        limit = tracking.check_stale_limit(args.older_than, "--older-than")
-    else:
+    if args.older_than is None:
         limit = tracking.stale_after()  # checked before the store is opened
+    elif not args.older_than > 0:
+        raise PtmkitError(f"--older-than: expected a positive number of seconds (got {args.older_than:g})")
+    else:
+        limit = tracking.check_stale_limit(args.older_than, "--older-than")
     store = tracking.resolve_store(args.uri)
     try:
         uri = tracking.open_store(store.uri, create=False)
@@ -681,17 +686,17 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"warning: {message}\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if not args.debug:
-        warnings.formatwarning = _one_line_warning
+def run_command(call: Callable[[], int], *, debug: bool = False, one_line_crashes: bool = True) -> int:
+    """Run a command as ptmkit runs every command: SIGTERM unwinds like SIGINT (so runs end
+    KILLED), user errors are one line (exit 2), signals exit 130 / 128+N, and an unexpected
+    failure is one line too unless ``debug`` (or ``one_line_crashes=False``: it propagates)."""
     from .tracking import sigterm_unwinds
 
     restore = sigterm_unwinds()
     try:
-        return int(args.func(args) or 0)
+        return int(call() or 0)
     except PtmkitError as exc:
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -702,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # an unexpected failure: still one line unless --debug
-        if args.debug:
+        if debug or not one_line_crashes:
             raise
         print(
             f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)",
@@ -711,6 +716,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         restore()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
+    return run_command(lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":
