@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ptmkit import tracking
-from ptmkit.run import prepare_data, run
+from ptmkit.datasets import prepare_data
+from ptmkit.run import run
 from ptmkit.splits import save_split_file
 
 from . import floor, report

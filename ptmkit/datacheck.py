@@ -95,7 +95,7 @@ def check_source(source: str | Mapping[str, object], *, base_dir: Path, data_roo
 def check_recipe(recipe: Recipe, *, data_root: Path) -> DataReport:
     """Check a recipe's data as its run would see it: read, residue-filtered and split
     (``data.split`` drawn with its seed, group and dedupe, or read from ``data.split.file``)."""
-    from .run import prepare_data
+    from .datasets import prepare_data
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

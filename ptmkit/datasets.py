@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 from pydantic import ValidationError
@@ -14,6 +15,10 @@ from . import catalog
 from .errors import PtmkitError, RecipeError
 from .hooks import get_registry
 from .sitetable import SiteTable
+from .splits import apply_split_file, assign_splits, dedupe_splits, warn_label_conflicts
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 #: Environment variable naming the data root (the folder that holds ``uniptms/``).
 DATA_ENV = "PTMKIT_DATA"
@@ -163,3 +168,27 @@ def _format_validation(exc: ValidationError, where: str) -> str:
         loc = ".".join(str(p) for p in (where, *err["loc"]))
         lines.append(f"{loc}: {err['msg']}")
     return "; ".join(lines)
+
+
+def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
+    """Read the source, filter residues, assign seeded stratified splits (or a saved split file).
+
+    ``data.split.group``/``dedupe`` and windows labelled both ways in training rows are reported
+    as warnings (the CLI prints them as ``warning: ...``), never silently.
+    """
+    data = recipe.data
+    table, info = load_source(data.source, base_dir=recipe.base_dir, data_root=data_root, window=data.window)
+    if data.residues:
+        keep = table.frame["residue"].isin(list(data.residues)).to_numpy()
+        table = table.subset(keep)
+        if not len(table):
+            raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
+    split = data.split
+    if split.file:
+        table = apply_split_file(table, (recipe.base_dir / split.file).resolve(), dedupe=split.dedupe)
+    else:
+        table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed, group=split.group)
+    if split.dedupe:
+        table = dedupe_splits(table)
+    warn_label_conflicts(table)
+    return table, info

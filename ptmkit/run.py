@@ -12,14 +12,12 @@ import pandas as pd
 import torch
 
 from . import metrics, packaging, plots, tracking
-from .datasets import DatasetInfo, load_source
-from .errors import PtmkitError
+from .datasets import prepare_data
 from .featurize import build_features, encode_all, padding_mask
 from .graph import ModelGraph, used_features
 from .objective import build_losses
 from .recipe import Recipe
 from .sitetable import SiteTable
-from .splits import apply_split_file, assign_splits, dedupe_splits, warn_label_conflicts
 from .train import Split, TrainResult, fit, pick_device, predict, seed_everything
 
 #: Test-set inference is timed this many times; the median is logged.
@@ -50,30 +48,6 @@ class RunSummary:
     test_rows: pd.DataFrame | None = None
     #: windows of the training and validation rows (to score the test set without overlaps)
     train_windows: frozenset[str] = frozenset()
-
-
-def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
-    """Read the source, filter residues, assign seeded stratified splits (or a saved split file).
-
-    ``data.split.group``/``dedupe`` and windows labelled both ways in training rows are reported
-    as warnings (the CLI prints them as ``warning: ...``), never silently.
-    """
-    data = recipe.data
-    table, info = load_source(data.source, base_dir=recipe.base_dir, data_root=data_root, window=data.window)
-    if data.residues:
-        keep = table.frame["residue"].isin(list(data.residues)).to_numpy()
-        table = table.subset(keep)
-        if not len(table):
-            raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
-    split = data.split
-    if split.file:
-        table = apply_split_file(table, (recipe.base_dir / split.file).resolve(), dedupe=split.dedupe)
-    else:
-        table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed, group=split.group)
-    if split.dedupe:
-        table = dedupe_splits(table)
-    warn_label_conflicts(table)
-    return table, info
 
 
 def _split(table: SiteTable, tensors: dict[str, torch.Tensor], mask: torch.Tensor, name: str) -> Split:

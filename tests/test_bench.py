@@ -15,8 +15,8 @@ from benchmarks import floor, report
 from benchmarks.memory import peak_mb, reset_peak
 from benchmarks.suite import load_suite
 from ptmkit import recipe as recipes
+from ptmkit.datasets import prepare_data
 from ptmkit.errors import PtmkitError
-from ptmkit.run import prepare_data
 
 ROOT = Path(__file__).parents[1]
 

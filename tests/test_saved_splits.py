@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from ptmkit import recipe as recipes
-from ptmkit.datasets import load_source
+from ptmkit.datasets import load_source, prepare_data
 from ptmkit.errors import PtmkitError
-from ptmkit.run import prepare_data
 from ptmkit.splits import apply_split_file, assign_splits, row_keys, save_split_file
 from ptmkit.train import epoch_rows
 

@@ -1,0 +1,93 @@
+"""One inference path: encoded rows in, sigmoid scores (and optionally the mean loss) out.
+
+Training-time validation and test scoring, ``ptmkit evaluate``, ``ptmkit predict`` and the
+MLflow pyfunc model all score through :func:`infer`, so one protein gets the same scores
+whichever command scores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .featurize import encode_all, padding_mask
+from .graph import ModelGraph
+from .plugin_api import Feature, Loss
+from .sitetable import SiteTable
+
+#: Rows per forward pass when the caller does not say (what training always used).
+BATCH_SIZE = 512
+
+
+@dataclass
+class Encoded:
+    """Rows ready for the model: feature tensors [N, W, D], padding mask [N, W], labels [N]."""
+
+    features: dict[str, torch.Tensor]
+    mask: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def batch(
+        self, index: torch.Tensor, device: torch.device
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        feats = {k: v[index].to(device) for k, v in self.features.items()}
+        labels = None if self.labels is None else self.labels[index].to(device)
+        return feats, self.mask[index].to(device), labels
+
+    def rows(self, index: torch.Tensor) -> Encoded:
+        """The subset ``index`` (a split of a table encoded once)."""
+        labels = None if self.labels is None else self.labels[index]
+        return Encoded({k: v[index] for k, v in self.features.items()}, self.mask[index], labels)
+
+    @classmethod
+    def of(cls, table: SiteTable, tensors: dict[str, torch.Tensor]) -> Encoded:
+        """Wrap a table's encodings with its padding mask and labels."""
+        return cls(tensors, padding_mask(table), torch.from_numpy(table.labels).float())
+
+
+def encode(features: dict[str, Feature], table: SiteTable, *, progress: bool = False) -> Encoded:
+    """Encode every row of ``table`` with every feature (shapes checked) into :class:`Encoded`."""
+    return Encoded.of(table, encode_all(features, table, progress=progress))
+
+
+@dataclass
+class Inference:
+    scores: np.ndarray  # float32 [N], sigmoid of the logits, in row order
+    loss: float | None = None  # mean combined loss over the rows, when losses were given
+
+
+def combined_loss(losses: list[tuple[float, Loss]], outputs: dict, labels: torch.Tensor) -> torch.Tensor:
+    """The recipe's objective: the weighted sum of its losses."""
+    return sum(w * loss(outputs, labels) for w, loss in losses)  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def infer(
+    model: ModelGraph,
+    rows: Encoded,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = BATCH_SIZE,
+    losses: list[tuple[float, Loss]] | None = None,
+) -> Inference:
+    """Scores for every row in order, in eval mode; with ``losses`` also their mean (one pass,
+    so validation is paid once per epoch). ``device`` defaults to where the model lives."""
+    if device is None:
+        device = next(model.parameters(), torch.empty(0)).device
+    device = torch.device(device)
+    model.eval()
+    scores, total = [], 0.0
+    for start in range(0, len(rows), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(rows)))
+        feats, mask, labels = rows.batch(index, device)
+        outputs = model(feats, mask)
+        scores.append(torch.sigmoid(outputs["logits"]).float().cpu())
+        if losses and labels is not None:
+            total += float(combined_loss(losses, outputs, labels)) * len(index)
+    out = torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+    return Inference(out, total / max(len(rows), 1) if losses else None)
