@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 
 from ptmkit import recipe as recipes
+from ptmkit.assembly import assemble
 from ptmkit.datasets import resolve_data_root
-from ptmkit.featurize import build_features, encode_all, padding_mask
-from ptmkit.graph import ModelGraph, used_features
-from ptmkit.objective import build_losses
-from ptmkit.run import _split, prepare_data
-from ptmkit.train import combined_loss
+from ptmkit.inference import combined_loss, encode
+from ptmkit.run import split_rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,13 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     recipe = recipes.load(args.recipe, [f"data.source=uniptms:{args.dataset}"])
-    features = build_features(recipe, used_features(recipe))
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    losses = build_losses(recipe, model)
-    table, _ = prepare_data(recipe, resolve_data_root(args.data_root))
-    for f in features.values():
+    assembly = assemble(recipe)
+    model, losses = assembly.graph, assembly.losses
+    table, _ = assembly.read(resolve_data_root(args.data_root))
+    for f in assembly.features.values():
         f.fit(table.split("train"))
-    train = _split(table, encode_all(features, table, progress=False), padding_mask(table), "train")
+    train = split_rows(table, encode(assembly.features, table), "train")
     for _, loss in losses:
         loss.setup(train.labels.numpy())
     params = list(model.parameters()) + [q for _, loss in losses for q in loss.parameters()]

@@ -55,9 +55,9 @@ def paper_rows(dataset: str) -> list[dict[str, object]]:
     entry = catalog_entry(dataset)
     src = "paper, ProtT5-XL + ESM-2-650M, GPU"
     rows = []
-    for label, m in (("UniPTMs", entry.uniptms), ("UniPTMs-mini", entry.uniptms_mini)):
+    for label, m in entry.reference.items():
         rows.append({"block": "paper", "model": label, "source": src, "mcc": m.mcc, "auc": m.auc, "ap": m.ap})
-    name, mcc = entry.best_tool
+    name, mcc = entry.best_tool or ("none reported", float("nan"))
     rows.append(
         {
             "block": "paper",
@@ -122,7 +122,7 @@ def targets(results: pd.DataFrame, recipe: str = "uniptms-lite") -> pd.DataFrame
             continue
         mean = mine[["mcc", "ap"]].astype(float).mean()
         best_floor = floor.groupby("model")[["mcc", "ap"]].mean().max() if len(floor) else None
-        mini = catalog_entry(dataset).uniptms_mini.mcc
+        mini = catalog_entry(dataset).reference["UniPTMs-mini"].mcc
         ours = group[group["block"] == "ptmkit"].groupby("model")["mcc"].mean()
         rows.append(
             {
@@ -157,8 +157,9 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         if len(floor):
             row["best floor"] = f"{floor['mcc'].max():.3f} / {floor['ap'].max():.3f}"
         entry = catalog_entry(dataset)
-        row["paper UniPTMs-mini"] = f"{entry.uniptms_mini.mcc:.3f} / {entry.uniptms_mini.ap:.3f}"
-        row["paper UniPTMs"] = f"{entry.uniptms.mcc:.3f} / {entry.uniptms.ap:.3f}"
+        for label in ("UniPTMs-mini", "UniPTMs"):
+            ref = entry.reference[label]
+            row[f"paper {label}"] = f"{ref.mcc:.3f} / {ref.ap:.3f}"
         rows.append(row)
     return pd.DataFrame(rows)
 

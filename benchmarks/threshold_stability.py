@@ -23,14 +23,13 @@ import torch
 
 from ptmkit import metrics
 from ptmkit import recipe as recipes
-from ptmkit.datasets import resolve_data_root
-from ptmkit.featurize import build_features, encode_all, padding_mask
-from ptmkit.graph import ModelGraph, used_features
-from ptmkit.objective import build_losses
+from ptmkit import run as runs
+from ptmkit.datasets import prepare_data, resolve_data_root
+from ptmkit.inference import encode, infer
 from ptmkit.outputs import write_text
-from ptmkit.run import _split, prepare_data
 from ptmkit.table import render
-from ptmkit.train import fit, pick_device, predict, seed_everything
+from ptmkit.trackers import NullTracker
+from ptmkit.train import pick_device
 
 METHOD = """
 For every dataset and seed the quickstart recipe (``experiments/quickstart.yaml``) is trained
@@ -64,33 +63,19 @@ def scores_for(dataset: str, seed: int, epochs: int, data_root: Path) -> dict[st
         "train.threads=1",
     ]
     recipe = recipes.load(RECIPE, overrides)
-    seed_everything(seed)
-    features = build_features(recipe, used_features(recipe))
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    losses = build_losses(recipe, model)
-    table, _ = prepare_data(recipe, data_root)
-    for feature in features.values():
-        feature.fit(table.split("train"))
-    tensors, mask = encode_all(features, table, progress=False), padding_mask(table)
-    train, valid, test = (_split(table, tensors, mask, s) for s in ("train", "valid", "test"))
-    for _, loss in losses:
-        loss.setup(train.labels.numpy())
+    setup = runs.setup(recipe, data_root)  # seeded, assembled, data read: as `ptmkit run`
+    table = setup.table
     with tempfile.TemporaryDirectory(prefix="ptmkit-threshold-") as tmp:
-        result = fit(
-            model,
-            losses,
-            train,
-            valid,
-            recipe.train,
-            Path(tmp) / "best.pt",
-            on_epoch=lambda e, r: None,
-            progress=False,
-        )
+        trained = runs.fit(setup, NullTracker(), Path(tmp), progress=False)
+    model, result, valid, test = setup.assembly.graph, trained.result, trained.valid, trained.test
+    assert valid.labels is not None and test.labels is not None
     device = pick_device("cpu")
-    val = result.best_val_scores if result.best_val_scores is not None else predict(model, valid, device)
+    val = result.best_val_scores
+    if val is None:
+        val = infer(model, valid, device=device).scores
     out = {
         "valid": (valid.labels.numpy().astype(int), np.asarray(val)),
-        dataset: (test.labels.numpy().astype(int), predict(model, test, device)),
+        dataset: (test.labels.numpy().astype(int), infer(model, test, device=device).scores),
     }
     for other, source in SHARED_TRAINING.items():
         if source != dataset:
@@ -102,9 +87,9 @@ def scores_for(dataset: str, seed: int, epochs: int, data_root: Path) -> dict[st
         again = other_table.frame[other_table.frame["split"] != "test"][["window", "label", "split"]]
         if not fitted.reset_index(drop=True).equals(again.reset_index(drop=True)):
             raise SystemExit(f"{other}'s training rows or split differ from {dataset}'s: train it separately")
-        other_tensors = encode_all(features, other_table, progress=False)
-        other_test = _split(other_table, other_tensors, padding_mask(other_table), "test")
-        out[other] = (other_test.labels.numpy().astype(int), predict(model, other_test, device))
+        other_test = runs.split_rows(other_table, encode(setup.assembly.features, other_table), "test")
+        assert other_test.labels is not None
+        out[other] = (other_test.labels.numpy().astype(int), infer(model, other_test, device=device).scores)
     out["epochs"] = (result.best_epoch, result.epochs_run)
     return out
 

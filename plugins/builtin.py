@@ -1,16 +1,14 @@
-"""Entry point for the built-in plugins: the same hook third-party packages implement."""
+"""Entry point of the built-in plugins: the same one third-party packages declare.
+
+Importing the kind packages imports every plugin module; ptmkit registers the classes they mark
+with ``@register.<kind>(name)``, exactly as for a third-party package.
+"""
 
 from __future__ import annotations
 
-from ptmkit.hooks import hookimpl
-from ptmkit.registry import Registrar
+from . import backbones, datasets, features, fusion, heads, losses, readers
 
-from . import backbones, features, fusion, heads, losses, readers
+__all__ = ["PTMKIT_API_VERSION", "backbones", "datasets", "features", "fusion", "heads", "losses", "readers"]
 
-PTMKIT_API_VERSION = 1
-
-
-@hookimpl
-def ptmkit_register(registry: Registrar) -> None:
-    for kind in (readers, features, fusion, backbones, heads, losses):
-        kind.register(registry)
+#: The plugin API these plugins are written for.
+PTMKIT_API_VERSION = 2

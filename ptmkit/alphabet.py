@@ -13,6 +13,9 @@ NONSTANDARD = "BZJUOX"
 #: Padding used when a window runs past a protein's end. Padding is not a residue.
 PAD = "-"
 ALLOWED = frozenset(STANDARD + NONSTANDARD + PAD)
+#: Letters a whole protein may contain (padding makes no sense inside a protein): what the protein
+#: readers accept and ``ptmkit predict`` scans.
+PROTEIN_LETTERS = frozenset(STANDARD + NONSTANDARD)
 
 UNKNOWN_INDEX = 20  # any non-standard letter
 PAD_INDEX = 21

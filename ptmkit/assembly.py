@@ -11,8 +11,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .datasets import DatasetInfo, prepare_data
 from .featurize import build_features
 from .graph import ModelGraph, used_features
 from .objective import build_losses
@@ -20,6 +20,9 @@ from .plugin_api import Feature, Loss
 from .recipe import Recipe, TrainSection
 from .registry import Registry
 from .sitetable import SiteTable
+
+if TYPE_CHECKING:
+    from .datasets import DatasetInfo
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Assembly:
 
     def read(self, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
         """The recipe's data: read by its reader, residues filtered, split (``prepare_data``)."""
+        from .datasets import prepare_data  # pandas/sklearn: not needed to score a package
+
         return prepare_data(self.recipe, data_root)
 
 

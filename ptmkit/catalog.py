@@ -1,33 +1,24 @@
-"""The UniPTMs benchmark datasets as data: files, hashes, reader configs and the paper's numbers.
+"""Dataset presets: named benchmark sets (``uniptms:H1``) that dataset plugins provide.
 
-Kept as code (not YAML) so that a typo is caught by the tests and the type checker, and so that
-``fetch``, ``load_source`` and the data check all read one source of truth. Counts and defects
-were verified against the published files; where the README of the shared copy disagrees, the
-numbers here are what the files contain (see the ``defects`` texts).
+The core knows no dataset. A dataset plugin registers a :class:`Collection` (kind ``dataset``)
+whose name is the prefix of its catalogue names; each :class:`Dataset` is a reader preset (the
+reader, its config, the target residues and window) plus what is known about the published
+files (sha256, counts, defects) and the numbers papers report on them. ``fetch``, recipes
+(``data.source: uniptms:H1``), ``evaluate`` and the data check all look presets up here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .errors import PtmkitError
-
-#: Collection prefix of catalogue names (``uniptms:T1``).
-COLLECTION = "uniptms"
-#: Where the authors publish the files (``<BASE_URL><id>/<file>``).
-BASE_URL = "https://raw.githubusercontent.com/Yuqiu-rgb/UniPTMs/main/data/"
-#: Datasets of the paper that are not in the authors' repository.
-UNAVAILABLE: dict[str, str] = {
-    "H2": "the paper's second N-phosphorylation set (H2) is not in the authors' repository "
-    "(github.com/Yuqiu-rgb/UniPTMs: data/H2 holds only a link to the Nphos benchmark page, "
-    "http://www.bio-add.org/Nphos/static/download/Benchmark_dataset_H), so there are no "
-    "published files or hashes to fetch",
-}
+from .plugin_api import PluginConfig
 
 
 @dataclass(frozen=True)
 class Metrics:
-    """Independent-test result reported in the paper."""
+    """An independent-test result a paper reports."""
 
     mcc: float
     auc: float
@@ -36,255 +27,113 @@ class Metrics:
 
 @dataclass(frozen=True)
 class Dataset:
-    """One UniPTMs benchmark dataset; paths are relative to ``<data_root>/uniptms/``."""
+    """One preset; file paths are relative to ``<data_root>/<collection>/``."""
 
+    collection: str
     id: str
     ptm: str
     residues: str
     window: int
     reader: str
+    #: the reader's own config (files relative to the collection folder)
     config: dict[str, object]
     #: relative path -> sha256 of the published file
     files: dict[str, str]
     #: split -> (positives, negatives) as read from the files with ``config``
     counts: dict[str, tuple[int, int]]
-    #: split -> (positives, negatives) in the paper's Tables 1-5
+    #: split -> (positives, negatives) as the paper reports them
     paper_counts: dict[str, tuple[int, int]]
-    uniptms: Metrics
-    uniptms_mini: Metrics
-    best_tool: tuple[str, float]
-    defects: tuple[str, ...] = field(default=())
+    #: model name -> the paper's independent-test result
+    reference: dict[str, Metrics] = field(default_factory=dict)
+    #: the best other published tool and its MCC, as the paper reports
+    best_tool: tuple[str, float] | None = None
+    defects: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{COLLECTION}:{self.id}"
+        return f"{self.collection}:{self.id}"
 
     def paper(self) -> dict[str, object]:
         """The paper's numbers as plain data (for DatasetInfo and reports)."""
-        return {
+        out: dict[str, object] = {
             "counts": {s: {"pos": p, "neg": n} for s, (p, n) in self.paper_counts.items()},
-            "uniptms": vars(self.uniptms),
-            "uniptms_mini": vars(self.uniptms_mini),
-            "best_tool": {"name": self.best_tool[0], "mcc": self.best_tool[1]},
+            "reference": {k: vars(m) for k, m in self.reference.items()},
         }
+        if self.best_tool:
+            out["best_tool"] = {"name": self.best_tool[0], "mcc": self.best_tool[1]}
+        return out
 
 
-_T1_TRAIN = "972ab7d3f97139269e5dc5302d7390f9bb33b81f2c349063000cff8a623c0832"
+class Collection:
+    """What a dataset plugin registers: a named collection of presets.
 
-_ENTRIES = [
-    Dataset(
-        id="T1",
-        ptm="O-glycosylation",
-        residues="T",
-        window=41,
-        reader="fasta_fragments",
-        config={
-            "files": {"train": "T1/Training.txt", "test": "T1/Independent.txt"},
-            "header": "pipe",
-        },
-        files={
-            "T1/Training.txt": _T1_TRAIN,
-            "T1/Independent.txt": "9cfc806465b9c56e77b26203bbe71fea979b5247db17e494c28bf836320ddeac",
-        },
-        counts={"train": (879, 878), "test": (200, 200)},
-        paper_counts={"train": (878, 878), "test": (200, 200)},
-        uniptms=Metrics(0.785, 0.940, 0.914),
-        uniptms_mini=Metrics(0.758, 0.929, 0.888),
-        best_tool=("DOGpred", 0.742),
-        defects=(
-            "19 windows occur in both Training.txt and Independent.txt (train/test leakage)",
-            "Training.txt holds 879 positives; the paper reports 878",
-        ),
-    ),
-    Dataset(
-        id="T2",
-        ptm="O-glycosylation",
-        residues="T",
-        window=41,
-        reader="fasta_fragments",
-        config={
-            "files": {"train": "T2/Training.txt", "test": "T2/Imbalanced_Independent.txt"},
-            "header": "pipe",
-        },
-        files={
-            "T2/Training.txt": _T1_TRAIN,
-            "T2/Imbalanced_Independent.txt": (
-                "acc08565d79c0b480938e482a1b6fe369ade08f60eb0b00f3220edd942854ef8"
-            ),
-        },
-        counts={"train": (879, 878), "test": (182, 991)},
-        paper_counts={"train": (862, 1503), "test": (216, 375)},
-        uniptms=Metrics(0.746, 0.945, 0.921),
-        uniptms_mini=Metrics(0.701, 0.925, 0.893),
-        best_tool=("DOGpred", 0.640),
-        defects=(
-            "T2/Training.txt is byte-identical to T1/Training.txt",
-            "counts differ from the paper: train 879/878 vs 862/1503, test 182/991 vs 216/375",
-        ),
-    ),
-    Dataset(
-        id="H1",
-        ptm="N-phosphorylation",
-        residues="H",
-        window=37,
-        reader="csv_sites",
-        config={
-            "files": {"train": "H1/train.csv", "test": "H1/test.csv"},
-            "id_column": "protein",
-            "window_column": "sequence",
-            "label_column": "label",
-            "terminal_pad": "X",
-        },
-        files={
-            "H1/train.csv": "ae138c24f932050b14c347687fa4b8870cd7d6e73164f81bb15fe623ccdce737",
-            "H1/test.csv": "639bb62c132338dbb9d81727f48cb39ee1d84404329d0f9b7ef47c072aa767f8",
-        },
-        counts={"train": (512, 512), "test": (52, 52)},
-        paper_counts={"train": (512, 512), "test": (52, 52)},
-        uniptms=Metrics(0.705, 0.919, 0.890),
-        uniptms_mini=Metrics(0.679, 0.890, 0.872),
-        best_tool=("Nphos", 0.630),
-    ),
-    Dataset(
-        id="K1",
-        ptm="succinylation",
-        residues="K",
-        window=33,
-        reader="posneg_fasta",
-        config={
-            "positive": "K1/positive.fasta",
-            "negative": "K1/negative.fasta",
-            "split": "unsplit",
-            "header": "id",
-            "terminal_pad": "X",
-        },
-        files={
-            "K1/positive.fasta": "39ed62b2125db13c4eaf75140de132ab9b1d41c46f664689058b45c452c8bcda",
-            "K1/negative.fasta": "e1fcc606baa0613834d574f28cdb5ea137d103caf775ee6ca21e9c84bfe5a6ef",
-        },
-        counts={"unsplit": (13187, 47304)},
-        paper_counts={"train": (10549, 37843), "test": (2638, 9461)},
-        uniptms=Metrics(0.480, 0.796, 0.707),
-        uniptms_mini=Metrics(0.450, 0.775, 0.669),
-        best_tool=("LMSuccSite", 0.366),
-        defects=("no train/test split in the files (the paper used an 80/20 split); totals match",),
-    ),
-    Dataset(
-        id="K2",
-        ptm="succinylation",
-        residues="K",
-        window=33,
-        reader="protein_sites",
-        config={
-            "files": {"train": "K2/train_sequence.txt", "test": "K2/test_sequence.txt"},
-            "residues": "K",
-            "window": 33,
-            # the published file has one site past its protein's end: keep it usable, report it
-            "on_bad_site": "warn",
-        },
-        files={
-            "K2/train_sequence.txt": "aebdbbdfeb4d5dbc07dfef233d2c6ae972c7819a035fe4e413831447382cc3de",
-            "K2/test_sequence.txt": "1a671bdb569f573a6af42d5ae91e2914240d703b7183e1dbde680b869fe26e93",
-        },
-        counts={"train": (4755, 50549), "test": (254, 2977)},
-        paper_counts={"train": (4755, 50549), "test": (254, 2977)},
-        uniptms=Metrics(0.442, 0.805, 0.655),
-        uniptms_mini=Metrics(0.426, 0.784, 0.639),
-        best_tool=("Deep-Ksucc", 0.346),
-        defects=(
-            "train_sequence.txt:1725 lists site 307 of P15559, whose sequence has 274 residues",
-            "train_sequence.txt:767 lists '39' for P0ACR9 without '#'; read as no site, "
-            "so K39 stays a negative (this reading reproduces the paper's 4755/50549)",
-        ),
-    ),
-    Dataset(
-        id="C1",
-        ptm="S-carboxyethylation",
-        residues="C",
-        window=41,
-        reader="fasta_fragments",
-        config={
-            "files": {
-                "train": "C1/fold_train.fasta",
-                "test": "C1/independent_set_test.fasta",
-            },
-            "header": "sign",
-        },
-        files={
-            "C1/fold_train.fasta": "5fda97d7bc1e10b12ba04563a161e05eb9f6f4d5f000c3035d9dec8b01544100",
-            "C1/independent_set_test.fasta": (
-                "cba6e6d4cec3abff33c8735a747947f612694070316917c92256427846c014d2"
-            ),
-        },
-        counts={"train": (602, 602), "test": (83, 830)},
-        paper_counts={"train": (602, 602), "test": (358, 3580)},
-        uniptms=Metrics(0.573, 0.816, 0.858),
-        uniptms_mini=Metrics(0.548, 0.796, 0.838),
-        best_tool=("DLBWE-Cys", 0.515),
-        defects=("the independent test file holds 83/830, not the paper's 358/3580",),
-    ),
-    Dataset(
-        id="C2",
-        ptm="S-sulfhydration",
-        residues="C",
-        window=31,
-        reader="posneg_fasta",
-        config={
-            "positive": "C2/positive1.txt",
-            "negative": "C2/negative1.txt",
-            "split": "unsplit",
-            "header": "id",
-            "terminal_pad": "X",
-        },
-        files={
-            "C2/positive1.txt": "f866589ccbc0a034e36626b5137098b5d0bab4a0f1c4dda1f53c52fed4acbffa",
-            "C2/negative1.txt": "988ad9de7ba91d516a4524c1793cf45094580a1a48e676051d145c1bf6d95e0b",
-        },
-        counts={"unsplit": (2705, 16697)},
-        paper_counts={"train": (2164, 13358), "test": (541, 3339)},
-        uniptms=Metrics(0.572, 0.789, 0.842),
-        uniptms_mini=Metrics(0.550, 0.772, 0.828),
-        best_tool=("Sul-BertGRU", 0.540),
-        defects=(
-            "184 duplicate positive rows (123 distinct windows), 493 duplicate negative rows "
-            "(359 distinct windows)",
-            "3 windows are labelled both positive and negative",
-            "no train/test split in the files (the paper used an 80/20 split); totals match",
-        ),
-    ),
-]
+    ``name`` is the catalogue prefix and the folder under the data root; ``base_url`` where the
+    published files can be downloaded (``<base_url><relative path>``, None: nowhere);
+    ``unavailable`` names sets of the paper that cannot be fetched, with the reason.
+    """
 
-#: Catalogue id -> dataset.
-DATASETS: dict[str, Dataset] = {d.id: d for d in _ENTRIES}
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+    name: ClassVar[str] = ""
+    base_url: ClassVar[str | None] = None
+    datasets: ClassVar[tuple[Dataset, ...]] = ()
+    unavailable: ClassVar[dict[str, str]] = {}
+
+
+def collections() -> dict[str, type[Collection]]:
+    """Registered collections by name (the ``dataset`` plugins)."""
+    from .hooks import get_registry
+
+    registry = get_registry()
+    return {name: registry.get("dataset", name).obj for name in registry.names("dataset")}
 
 
 def is_catalog_name(source: object) -> bool:
-    """True for ``uniptms`` / ``uniptms:<id>`` strings (case-insensitive)."""
-    if not isinstance(source, str):
+    """True for ``<collection>`` / ``<collection>:<id>`` strings of a registered collection
+    (case-insensitive)."""
+    if not isinstance(source, str) or not source.strip():
         return False
     head = source.split(":", 1)[0].strip().lower()
-    return head == COLLECTION
+    return head in collections()
+
+
+def _collection(name: str) -> type[Collection]:
+    found = collections()
+    key = name.strip().lower()
+    if key not in found:
+        have = ", ".join(repr(k) for k in sorted(found)) or "none (no dataset plugin installed)"
+        raise PtmkitError(f"unknown dataset collection {name.strip()!r}; registered collections: {have}")
+    return found[key]
 
 
 def get(name: str) -> Dataset:
-    """Dataset by ``uniptms:<id>`` or bare id (case-insensitive); clear error otherwise."""
+    """Dataset by ``<collection>:<id>`` (case-insensitive); a clear error otherwise."""
     text = name.strip()
-    if ":" in text:
-        collection, text = (part.strip() for part in text.split(":", 1))
-        if collection.lower() != COLLECTION:
-            raise PtmkitError(f"unknown dataset collection {collection!r}; the catalogue has {COLLECTION!r}")
-    key = text.upper()
-    if key in DATASETS:
-        return DATASETS[key]
-    if key in UNAVAILABLE:
-        raise PtmkitError(f"{COLLECTION}:{key} is not available: {UNAVAILABLE[key]}")
+    if ":" not in text:
+        found = collections()
+        if len(found) == 1:  # a bare id is unambiguous while one collection is installed
+            text = f"{next(iter(found))}:{text}"
+        else:
+            raise PtmkitError(f"dataset {name!r}: give <collection>:<id>, e.g. uniptms:H1")
+    prefix, key = (part.strip() for part in text.split(":", 1))
+    coll = _collection(prefix)
+    entries = {d.id.upper(): d for d in coll.datasets}
+    if key.upper() in entries:
+        return entries[key.upper()]
+    unavailable = {k.upper(): v for k, v in coll.unavailable.items()}
+    if key.upper() in unavailable:
+        raise PtmkitError(f"{coll.name}:{key.upper()} is not available: {unavailable[key.upper()]}")
     raise PtmkitError(
-        f"unknown dataset {name!r}; available: " + ", ".join(f"{COLLECTION}:{k}" for k in DATASETS)
+        f"unknown dataset {name!r}; available: " + ", ".join(d.name for d in coll.datasets)
     )
 
 
 def select(name: str) -> list[Dataset]:
-    """``uniptms`` -> every dataset; ``uniptms:<id>`` -> that one."""
-    if name.strip().lower() == COLLECTION:
-        return list(DATASETS.values())
+    """``<collection>`` -> every dataset of it; ``<collection>:<id>`` -> that one."""
+    if ":" not in name and name.strip().lower() in collections():
+        return list(_collection(name).datasets)
     return [get(name)]
+
+
+def collection_of(entry: Dataset) -> type[Collection]:
+    """The collection a preset belongs to (for its base URL and its sibling datasets)."""
+    return _collection(entry.collection)

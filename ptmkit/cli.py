@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import thresholds
 from .errors import PtmkitError, Terminated
+from .registry import KINDS
 
 
 def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -148,22 +150,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import recipe as recipes
-    from .featurize import build_features
-    from .graph import ModelGraph, used_features
-    from .objective import build_losses
+    from .assembly import assemble
     from .table import render
 
     recipe = recipes.load(args.recipe, args.set)
-    names = used_features(recipe)
-    features = build_features(recipe, names)
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
-    build_losses(recipe, model)
+    built = assemble(recipe)
+    graph = built.graph
     print(f"{args.recipe}: valid (recipe hash {recipe.digest()})")
-    rows = [(n, recipe.features[n].spec.name, "", f.dim) for n, f in features.items()]
-    rows += [(n, recipe.nodes[n].spec.name, ", ".join(model.inputs[n]), model.dims[n]) for n in model.order]
+    if recipe.source is not None:
+        src = recipe.source
+        window = f", window {src.window}" if src.window else ""
+        print(f"data: {src.name} read by {src.reader.spec.name} ({src.ptm}{window})")
+    rows = [(n, recipe.features[n].spec.name, "", f.dim) for n, f in built.features.items()]
+    rows += [(n, recipe.nodes[n].spec.name, ", ".join(graph.inputs[n]), graph.dims[n]) for n in graph.order]
     frame = pd.DataFrame(rows, columns=["name", "plugin", "inputs", "dim"]).set_index("name")
     print(render(frame))
-    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}; output node: {model.output}")
+    losses = ", ".join(f"{u.spec.name} x{u.weight:g}" for u in recipe.losses)
+    print(f"parameters: {built.parameters:,}; output node: {graph.output}; losses: {losses}")
+    if args.filled:
+        print("\nfilled recipe (every default written out; what runs log and package):")
+        print(recipe.to_yaml(), end="")
     return 0
 
 
@@ -204,11 +210,13 @@ def cmd_plugins_list(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     rows = [
-        (s.kind, s.name, s.provider, s.version, s.doc)
+        (s.kind, s.name, ", ".join(s.aliases), s.provider, s.version, s.doc)
         for s in registry
-        if not args.kind or s.kind == args.kind
+        if (not args.kind or s.kind == args.kind)
+        and (args.pattern is None or s.name in registry.names(s.kind, args.pattern))
     ]
-    frame = pd.DataFrame(rows, columns=["kind", "name", "distribution", "version", "description"])
+    columns = ["kind", "name", "aliases", "distribution", "version", "description"]
+    frame = pd.DataFrame(rows, columns=columns)
     print(render(frame, args.format, index=False), end="")
     for dist, problem in registry.broken.items():
         print(f"\nplugin package {dist!r} was not loaded: {problem}", file=sys.stderr)
@@ -266,7 +274,7 @@ def _load_models(refs: list[str], args: argparse.Namespace) -> list:
     """Load each MODEL once (folder, run id, runs:/ or models:/ URI) with ptmkit's safe loader."""
     import torch
 
-    from .packaging import load_model
+    from .model_store import load_model
     from .tracking import tracking_uri
 
     if getattr(args, "threads", None):
@@ -345,7 +353,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from .packaging import register
+    from .model_store import register
     from .tracking import tracking_uri
 
     version = register(args.run_id, args.name, alias=args.alias, tracking_uri=tracking_uri(args.uri))
@@ -443,8 +451,6 @@ STORE_HELP = (
     "tracking URI or path to an mlflow.db (default: $MLFLOW_TRACKING_URI, else the nearest mlflow.db "
     "in this folder or above, else the per-user store <PTMKIT_HOME>/mlflow.db)"
 )
-#: ``--rule`` choices (ptmkit.packaging.RULES, not imported here: that would load torch for --help)
-THRESHOLD_RULES = ["val_spec95", "val_max_mcc", "val_mcc_bootstrap", "val_mcc_smooth", "0.5"]
 DATA_ROOT_HELP = "folder holding uniptms/ (default: $PTMKIT_DATA or the user cache)"
 FORMAT_ARG: dict[str, Any] = {
     "choices": ["text", "markdown", "csv"],
@@ -483,8 +489,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--format", **FORMAT_ARG)
     s.set_defaults(func=cmd_sweep)
 
-    v = sub.add_parser("validate", help="check a recipe and its model graph without data")
+    v = sub.add_parser("validate", help="check a recipe, its data source and its model graph without data")
     recipe_args(v)
+    v.add_argument(
+        "--filled", action="store_true", help="also print the filled recipe (defaults written out)"
+    )
     v.set_defaults(func=cmd_validate)
 
     d = sub.add_parser("data", help="inspect or fetch datasets").add_subparsers(
@@ -519,12 +528,13 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="registered plugins").add_subparsers(
         dest="plugins_command", required=True
     )
-    pll = pl.add_parser("list", help="kind, name, providing distribution and version")
+    pll = pl.add_parser("list", help="kind, name, old names, providing distribution and version")
     pll.add_argument(
-        "--kind",
-        choices=["reader", "feature", "fusion", "backbone", "head", "loss"],
-        help="only plugins of this kind",
+        "pattern",
+        nargs="?",
+        help="only names matching this shell-style pattern, e.g. 'esm*' (quote it)",
     )
+    pll.add_argument("--kind", choices=list(KINDS), help="only plugins of this kind")
     pll.add_argument("--format", **FORMAT_ARG)
     pll.set_defaults(func=cmd_plugins_list)
     pln = pl.add_parser("new", help="scaffold a plugin package (pyproject, entry point, plugin, test)")
@@ -538,7 +548,7 @@ def parser() -> argparse.ArgumentParser:
     pln.add_argument("--dir", default=".", help="folder to create NAME/ in (default: current folder)")
     pln.set_defaults(func=cmd_plugins_new)
 
-    ca = sub.add_parser("cache", help="language-model embedding cache").add_subparsers(
+    ca = sub.add_parser("cache", help="per-sequence array cache (language-model embeddings)").add_subparsers(
         dest="cache_command", required=True
     )
     cai = ca.add_parser("info", help="entries, models and size of the embedding cache")
@@ -600,10 +610,11 @@ def parser() -> argparse.ArgumentParser:
     rules = pr.add_mutually_exclusive_group()
     rules.add_argument(
         "--rule",
-        choices=THRESHOLD_RULES,
+        choices=thresholds.RULES,
         default=None,
-        help="threshold rule (default val_spec95: the validation threshold at 95%% specificity; "
-        "val_mcc_bootstrap and val_mcc_smooth: steadier max-MCC rules for small validation sets)",
+        help=f"threshold rule (default {thresholds.DEFAULT_RULE}: the validation threshold at 95%% "
+        "specificity; val_mcc_bootstrap and val_mcc_smooth: steadier max-MCC rules for small validation "
+        "sets)",
     )
     rules.add_argument("--threshold", type=_unit_float, help="one fixed threshold in [0, 1] for every model")
     pr.add_argument("--plot", metavar="DIR", help="write a score-along-sequence PNG per protein into DIR")

@@ -17,6 +17,7 @@ from datetime import datetime
 import pandas as pd
 
 from .errors import PtmkitError
+from .thresholds import VALIDATION_RULES
 
 #: Metrics that need a threshold (logged at 0.5 as ``test/<m>``, tuned as ``test/tuned_<m>``).
 THRESHOLD_METRICS = ("acc", "sen", "spec", "mcc")
@@ -35,8 +36,7 @@ LOGGED_METRICS = (
     "train/loss",
     "train/best_epoch",
     "train/epochs_run",
-    "threshold/val_max_mcc",
-    "threshold/val_spec95",
+    *(f"threshold/{rule}" for rule in VALIDATION_RULES),
     "time/features_s",
     "time/train_s",
     "time/epoch_s",
@@ -92,20 +92,13 @@ def _close(name: str, candidates: list[str]) -> str:
     return f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
 
 
-def _threshold_metrics() -> set[str]:
-    """``threshold/<rule>`` for every validation threshold rule ``ptmkit run`` logs."""
-    from . import metrics
-
-    return {f"threshold/{rule}" for rule in getattr(metrics, "THRESHOLD_RULES", {})}
-
-
 def metric_name(name: str, known: set[str] | None = None) -> str:
     """The logged name of a metric as a user may type it: ``test/mcc``, ``mcc`` or ``MCC``.
 
     ``known`` adds the metrics the store's runs hold (a plugin or script may log more); a name
     in neither is an error with the closest names.
     """
-    known = set(LOGGED_METRICS) | _threshold_metrics() | (known or set())
+    known = set(LOGGED_METRICS) | (known or set())
     key = name.strip()
     for candidate in (key, key.lower()):
         if candidate in known:

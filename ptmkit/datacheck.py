@@ -88,7 +88,8 @@ def check_source(source: str | Mapping[str, object], *, base_dir: Path, data_roo
         table, info = load_source(source, base_dir=base_dir, data_root=data_root, on_bad_site="warn")
     report = check_table(table, info)
     if catalog.is_catalog_name(source):
-        _check_files(report, catalog.get(str(source)), Path(data_root) / catalog.COLLECTION)
+        entry = catalog.get(str(source))
+        _check_files(report, entry, Path(data_root) / entry.collection)
     return report
 
 
@@ -104,8 +105,9 @@ def check_recipe(recipe: Recipe, *, data_root: Path) -> DataReport:
     info = replace(info, paper=None)
     report = check_table(table, info, f"{info.name} split as recipe {recipe.name!r} splits it")
     report.notes += [str(w.message) for w in caught if str(w.message).startswith("data.split")]
-    if catalog.is_catalog_name(recipe.data.source):
-        _check_files(report, catalog.get(str(recipe.data.source)), Path(data_root) / catalog.COLLECTION)
+    preset = recipe.source.preset if recipe.source is not None else None
+    if preset is not None:
+        _check_files(report, preset, Path(data_root) / preset.collection)
     return report
 
 
@@ -432,9 +434,10 @@ def _site_text(item: dict[str, object]) -> str:
 
 def _check_files(report: DataReport, entry: catalog.Dataset, base: Path) -> None:
     """Hashes against the catalogue, and published files that are copies of other datasets'."""
-    order = list(catalog.DATASETS)
+    siblings = catalog.collection_of(entry).datasets
+    order = [d.id for d in siblings]
     others: dict[str, tuple[str, bool]] = {}  # sha -> (file, listed before this dataset)
-    for other in catalog.DATASETS.values():
+    for other in siblings:
         if other.id != entry.id:
             earlier = order.index(other.id) < order.index(entry.id)
             for rel, sha in other.files.items():

@@ -1,24 +1,26 @@
-"""Turning a recipe's data source (catalogue name or reader mapping) into a SiteTable."""
+"""Reading a recipe's data source (a dataset preset or a reader mapping) into a split SiteTable."""
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import platformdirs
-from pydantic import ValidationError
 
-from . import catalog
 from .errors import PtmkitError, RecipeError
 from .hooks import get_registry
+from .plugin_api import ReadContext
 from .sitetable import SiteTable
 from .splits import apply_split_file, assign_splits, dedupe_splits, warn_label_conflicts
 
 if TYPE_CHECKING:
-    from .recipe import Recipe
+    from .catalog import Dataset
+    from .recipe import Recipe, SourceUse
 
 #: Environment variable naming the data root (the folder that holds ``uniptms/``).
 DATA_ENV = "PTMKIT_DATA"
@@ -51,71 +53,77 @@ def load_source(
     base_dir: Path,
     data_root: Path,
     window: int | None = None,
-    task: str | None = None,
     on_bad_site: str | None = None,
     where: str = "data.source",
 ) -> tuple[SiteTable, DatasetInfo]:
-    """Read a catalogue dataset (``"uniptms:H1"``) or a reader mapping into a SiteTable.
+    """Resolve a preset name or reader mapping (as a recipe would) and read it: see
+    :func:`read_source`. For sources that do not come from a recipe file (the command line)."""
+    from .recipe import parse_source
 
-    A mapping may carry ``name:`` (the dataset tag, see :func:`source_name`), ``ptm:`` and
-    ``residues:`` besides the reader's own config.
+    prefix = tuple(where.split("."))
+    use = parse_source(dict(source) if isinstance(source, Mapping) else source, get_registry(), prefix=prefix)
+    return read_source(use, base_dir=base_dir, data_root=data_root, window=window, on_bad_site=on_bad_site)
 
-    ``window`` is passed to readers that cut windows themselves and centre-crops the others.
-    ``task`` overrides the task column (default: the PTM name). ``on_bad_site`` overrides that
-    option for readers that have it (the data check uses ``"warn"`` to report, not fail).
-    ``where`` is the recipe key path used in configuration errors.
+
+def read_source(
+    source: SourceUse,
+    *,
+    base_dir: Path,
+    data_root: Path,
+    window: int | None = None,
+    residues: str | None = None,
+    on_bad_site: str | None = None,
+) -> tuple[SiteTable, DatasetInfo]:
+    """Read a resolved source into a SiteTable through its reader plugin.
+
+    The reader gets an explicit :class:`ReadContext`: files relative to ``base_dir`` (a preset's
+    to ``<data_root>/<collection>``), the task, the target residues (the source's, else
+    ``residues``), and the window (``window``, else the source's). Readers that do not cut
+    windows themselves are centre-cropped to it. ``on_bad_site="warn"`` asks readers of marked
+    proteins to report bad marks instead of failing (the data check).
     """
-    if isinstance(source, str):
-        if not catalog.is_catalog_name(source):
-            raise RecipeError(
-                f"{where}: {source!r} is not a catalogue name (like 'uniptms:H1'); give a "
-                "catalogue name or a mapping with a 'reader' key"
-            )
-        entry = catalog.get(source)
-        base = Path(data_root) / catalog.COLLECTION
-        _require_files(entry, base, data_root)
-        settings: dict[str, object] = dict(entry.config)
-        reader_name, name, ptm, residues = entry.reader, entry.name, entry.ptm, entry.residues
-        paper: dict | None = entry.paper()
-    elif isinstance(source, Mapping):
-        settings = dict(source)
-        reader_name = settings.pop("reader", None)
-        if not isinstance(reader_name, str):
-            raise RecipeError(f"{where}.reader: Field required (the name of a reader plugin)")
-        ptm = str(settings.pop("ptm", settings.get("task", "ptm")))
-        residues = str(settings.pop("residues", "") or "")
-        name = source_name(reader_name, settings.pop("name", None), settings, where)
-        base, paper = Path(base_dir), None
+    preset = source.preset
+    if preset is not None:
+        base = Path(data_root) / preset.collection
+        _require_files(preset, base, data_root)
     else:
-        raise RecipeError(f"{where}: expected a catalogue name or a mapping, got {source!r}")
-
-    spec = get_registry().get("reader", reader_name)
-    fields = spec.obj.Config.model_fields
-    crop = None
-    if "residues" in fields and residues:
-        settings.setdefault("residues", residues)
-    if "task" in fields:
-        settings["task"] = task or settings.get("task") or ptm
-    if "window" in fields:
-        if window is not None:
-            settings["window"] = window
-    elif "window" in settings:  # a mapping may ask fragment readers for a crop
-        crop = settings.pop("window")
-    if on_bad_site is not None and "on_bad_site" in fields:
-        settings["on_bad_site"] = on_bad_site
-    try:
-        config = spec.obj.Config(**settings)
-    except ValidationError as exc:
-        raise RecipeError(_format_validation(exc, where)) from None
-
-    table = spec.obj(config).read(base)
-    if task and "task" not in fields:
-        table.frame["task"] = task
-    table = _apply_window(table, window if window is not None else crop, name)
-    if not residues:
-        residues = "".join(sorted(set(table.frame["residue"].unique())))
-    info = DatasetInfo(name=name, ptm=ptm, residues=residues, window=table.width, paper=paper)
+        base = Path(base_dir)
+    reader = source.reader.spec.obj
+    want = window if window is not None else source.window
+    context = ReadContext(
+        base=base,
+        task=source.task,
+        residues=source.residues or residues or None,
+        window=want if reader.cuts_windows else None,
+        on_bad_site=on_bad_site,
+    )
+    plugin = source.reader.build()
+    if _reads_a_base(reader):  # plugin API 1: read(base), its own task/window/residues fields
+        warnings.warn(
+            f"reader {source.reader.spec.name!r} ({source.reader.spec.provider}) implements the plugin "
+            "API 1 read(base); API 2 passes a ReadContext (read(context)): it was called with the "
+            "base folder only, so the recipe's window, task and residues did not reach it",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        table = plugin.read(context.base)
+    else:
+        table = plugin.read(context)
+    if not reader.cuts_windows:
+        table = _apply_window(table, want, source.name)
+    found = source.residues or "".join(sorted(set(table.frame["residue"].unique())))
+    paper = preset.paper() if preset is not None else None
+    info = DatasetInfo(name=source.name, ptm=source.ptm, residues=found, window=table.width, paper=paper)
     return table, info
+
+
+def _reads_a_base(reader: type) -> bool:
+    """True for a reader written for plugin API 1, whose ``read`` takes the base folder."""
+    try:
+        params = list(inspect.signature(reader.read).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2 and params[1] == "base"
 
 
 def source_name(reader: str, name: object, settings: Mapping[str, object], where: str) -> str:
@@ -137,13 +145,13 @@ def source_name(reader: str, name: object, settings: Mapping[str, object], where
     return f"{reader}:{Path(stem).stem or stem}"
 
 
-def _require_files(entry: catalog.Dataset, base: Path, data_root: Path) -> None:
+def _require_files(entry: Dataset, base: Path, data_root: Path) -> None:
     for rel in entry.files:
         if not (base / rel).is_file():
             raise PtmkitError(
                 f"{entry.name}: file {base / rel} is missing. Run `ptmkit data fetch "
                 f"{entry.name}` to download it, or point PTMKIT_DATA / --data-root at a folder "
-                f"holding {catalog.COLLECTION}/{rel} (data root now: {data_root})"
+                f"holding {entry.collection}/{rel} (data root now: {data_root})"
             )
 
 
@@ -161,14 +169,6 @@ def _apply_window(table: SiteTable, window: object, name: str) -> SiteTable:
     return table.crop(window)
 
 
-def _format_validation(exc: ValidationError, where: str) -> str:
-    """``data.source.files: Field required; ...`` from a pydantic error."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in (where, *err["loc"]))
-        lines.append(f"{loc}: {err['msg']}")
-    return "; ".join(lines)
-
 
 def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
     """Read the source, filter residues, assign seeded stratified splits (or a saved split file).
@@ -177,12 +177,21 @@ def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInf
     as warnings (the CLI prints them as ``warning: ...``), never silently.
     """
     data = recipe.data
-    table, info = load_source(data.source, base_dir=recipe.base_dir, data_root=data_root, window=data.window)
+    if recipe.source is None:
+        raise PtmkitError(f"recipe {recipe.name!r} has no resolved source (use ptmkit.recipe.parse)")
+    table, info = read_source(
+        recipe.source,
+        base_dir=recipe.base_dir,
+        data_root=data_root,
+        window=data.window,
+        residues=data.residues,
+    )
     if data.residues:
         keep = table.frame["residue"].isin(list(data.residues)).to_numpy()
         table = table.subset(keep)
         if not len(table):
             raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
+        info = replace(info, residues=data.residues)  # what the model is trained on, and scans for
     split = data.split
     if split.file:
         table = apply_split_file(table, (recipe.base_dir / split.file).resolve(), dedupe=split.dedupe)

@@ -1,7 +1,20 @@
-"""On-disk cache of per-residue embeddings: one float16 ``.npy`` per (model, sequence), checked on read.
+"""On-disk cache of per-sequence arrays: a service for any feature plugin (exported by ptmkit.api).
 
-Protein language models dominate the cost of a run, so every embedding is computed once per
-machine and kept here. Layout under the cache root::
+A feature whose per-residue output for a protein is expensive and depends only on the sequence
+(a protein language model, a structure or profile predictor) keeps one float16 ``[L, D]`` array
+per (model description, sequence) here, so it is computed once per machine. The built-in
+language-model features use it; ``ptmkit cache info`` and ``ptmkit cache clear`` manage it::
+
+    store = EmbeddingCache(cache_root(self.config.cache_dir), {"plugin": "mine", "model": name, ...})
+    key = sequence_key(sequence)
+    array = store.get(key)  # None on a miss (or a corrupt entry, which is then deleted)
+    if array is None:
+        array = store.put(key, compute(sequence))
+
+The description must name everything the arrays depend on (plugin and its version, model,
+weights, options): its hash names the folder, so a change never reads old entries. Its
+``plugin`` and ``model`` are what ``cache info`` shows and ``cache clear --model`` matches.
+Layout under the cache root::
 
     <root>/<slug>-<model_key>/model.json            what the key stands for (plugin, model, revision,
                                                     weights fingerprint, layers, precision)
@@ -102,7 +115,8 @@ class EmbeddingCache:
         self.root = Path(root)
         self.info = dict(info)
         self.key = model_key(self.info)
-        self.dir = self.root / f"{_slug(str(self.info.get('model', 'model')))}-{self.key}"
+        label = self.info.get("model", self.info.get("plugin", "model"))
+        self.dir = self.root / f"{_slug(str(label))}-{self.key}"
 
     def path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npy"

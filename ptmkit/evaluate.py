@@ -2,32 +2,28 @@
 
 The source is read by a reader (any format: a file with ``--reader``, or a catalogue name),
 windows are cut with the model's width, features encoded and scores computed with
-``train.predict``, so on the windows of a run's own test split the metrics equal the run's.
+``inference.infer`` (what training and ``ptmkit predict`` score with), so on the windows of a
+run's own test split the metrics equal the run's.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import catalog, metrics
-from .datasets import load_source
+from .datasets import read_source
 from .errors import PtmkitError, first_line
-from .featurize import encode_all, padding_mask
-from .packaging import LoadedModel
+from .inference import encode, infer
+from .package import LoadedModel
 from .sitetable import SiteTable
 from .splits import apply_split_file
-from .textio import iter_lines
-from .train import Split, predict
-
-#: Readers picked for a file when ``--reader`` is not given (by the first header).
-AUTO_READERS = ("protein_sites", "musite_fasta")
+from .thresholds import DEFAULT_RULE, RUN_RULE
 
 
 @dataclass
@@ -59,19 +55,19 @@ class Evaluation:
         t = self.model.thresholds
         rows = {
             "threshold 0.5": {k: r[k] for k in metrics.NAMES},
-            f"val_max_mcc threshold {t['val_max_mcc']:.4f}": {
+            f"{RUN_RULE} threshold {t[RUN_RULE]:.4f}": {
                 **{k: r[f"tuned_{k}"] for k in ("acc", "sen", "spec", "mcc")},
                 "auc": r["auc"],
                 "ap": r["ap"],
             },
         }
-        if "val_spec95" in t:
-            rows[f"val_spec95 threshold {t['val_spec95']:.4f}"] = {
+        if DEFAULT_RULE in t:
+            rows[f"{DEFAULT_RULE} threshold {t[DEFAULT_RULE]:.4f}"] = {
                 **{k: r[f"spec95_{k}"] for k in ("acc", "sen", "spec", "mcc")},
                 "auc": r["auc"],
                 "ap": r["ap"],
             }
-        for rule in (k for k in t if k not in ("default", "val_max_mcc", "val_spec95")):
+        for rule in (k for k in t if k not in ("default", RUN_RULE, DEFAULT_RULE)):
             # further validation rules in the package (val_mcc_smooth, val_mcc_bootstrap, ...)
             at = metrics.at_threshold(self.table.labels, self.scores, t[rule])
             rows[f"{rule} threshold {t[rule]:.4f}"] = {**at, "auc": r["auc"], "ap": r["ap"]}
@@ -95,14 +91,20 @@ class Evaluation:
 
 
 def guess_reader(path: Path) -> str:
-    """``protein_sites`` when the first header carries '#pos' tokens (K2), else ``musite_fasta``."""
-    for _, line in iter_lines(path):  # plain or gzip, as the reader will read it
-        if line.startswith(">"):
-            tokens = line[1:].split()
-            if any(t.startswith("#") and t[1:].isdigit() for t in tokens):
-                return "protein_sites"
-            return "musite_fasta"
-    return "musite_fasta"
+    """The registered reader that claims ``path`` most specifically (``Reader.sniff``): for the
+    built-in ones, ``protein_sites`` when the first header carries '#pos' tokens (K2), else
+    ``musite_fasta`` for any FASTA."""
+    from .hooks import get_registry
+
+    registry = get_registry()
+    scored = [(registry.get("reader", n).obj.sniff(path), n) for n in registry.names("reader")]
+    best, name = max(scored, key=lambda s: s[0], default=(0, ""))
+    if best <= 0:
+        raise PtmkitError(
+            f"{path}: no reader recognises this file; name one with --reader "
+            f"({', '.join(registry.names('reader'))})"
+        )
+    return name
 
 
 def run_split(
@@ -115,7 +117,7 @@ def run_split(
     """
     import mlflow
 
-    from .packaging import _quiet_mlflow
+    from .model_store import quiet_mlflow
     from .tracking import StoreNotFound, open_store
     from .tracking import tracking_uri as default_uri
 
@@ -138,7 +140,7 @@ def run_split(
         ) from None
     with tempfile.TemporaryDirectory(prefix="ptmkit-splits-") as tmp:
         try:
-            with _quiet_mlflow():
+            with quiet_mlflow():
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=artifact, dst_path=tmp, tracking_uri=uri
                 )
@@ -161,9 +163,11 @@ def check_reader_options(reader: str, options: dict[str, object], flag: str = "-
     import difflib
 
     from .hooks import get_registry
+    from .recipe import SOURCE_KEYS
 
     fields = get_registry().get("reader", reader).obj.Config.model_fields
-    valid = sorted((set(fields) - {"files"}) | {"ptm", "residues"})  # files: the evaluated file itself
+    # files: the evaluated file itself; reader: --reader
+    valid = sorted((set(fields) | set(SOURCE_KEYS)) - {"files", "reader"})
     for key in options:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -186,44 +190,38 @@ def load_labelled(
     """Read ``source`` with the model's window; keep ``split`` and the model's residues.
 
     Returns the rows, the reader, how many off-target rows were left out, and where ``split``
-    came from when the run drew it (a catalogue source without that split, see :func:`run_split`).
+    came from when the run drew it (a preset without that split, see :func:`run_split`).
     """
+    from .hooks import get_registry
+    from .recipe import parse_source
+
     split_from = None
+    registry = get_registry()
     if catalog.is_catalog_name(source):
         if reader or options:
-            raise PtmkitError("--reader/--option apply to files; a catalogue name brings its own reader")
-        entry = catalog.get(source)
-        reader_name = entry.reader
-        files = entry.config.get("files")
+            raise PtmkitError("--reader/--option apply to files; a dataset preset brings its own reader")
+        use = parse_source(source, registry, prefix=("SOURCE",))
+        reader_name = use.reader.spec.name
+        files = getattr(use.reader.config, "files", None)
         if split and isinstance(files, dict) and split in files:
             # read only the requested split's file (K2's test proteins, not its 55k training rows)
-            settings = {
-                **entry.config,
-                "reader": entry.reader,
-                "files": {split: files[split]},
-                "ptm": entry.ptm,
-                "residues": entry.residues,
-            }
-            base = Path(data_root) / catalog.COLLECTION
-            table, _ = load_source(settings, base_dir=base, data_root=data_root, window=model.window)
-        else:
-            table, _ = load_source(source, base_dir=Path.cwd(), data_root=data_root, window=model.window)
-            if split in ("train", "valid", "test") and split not in set(table.frame["split"]):
-                table, split_from = run_split(model, table, source, split, tracking_uri)
+            config = use.reader.config.model_copy(update={"files": {split: files[split]}})
+            use = replace(use, reader=replace(use.reader, config=config))
+        table, _ = read_source(use, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+        if split in ("train", "valid", "test") and split not in set(table.frame["split"]):
+            table, split_from = run_split(model, table, source, split, tracking_uri)
     else:
         path = Path(source).expanduser()
         if path.is_dir():
-            raise PtmkitError(f"{source}: is a directory; give an annotated file or a catalogue name")
+            raise PtmkitError(f"{source}: is a directory; give an annotated file or a dataset preset name")
         if not path.is_file():
-            raise PtmkitError(f"{source}: no such file and not a catalogue name (like uniptms:K2)")
+            raise PtmkitError(f"{source}: no such file and not a dataset preset (like uniptms:K2)")
         reader_name = reader or guess_reader(path)
         check_reader_options(reader_name, options or {})
-        from .hooks import get_registry
-
-        if "files" not in get_registry().get("reader", reader_name).obj.Config.model_fields:
+        if "files" not in registry.get("reader", reader_name).obj.Config.model_fields:
             raise PtmkitError(
                 f"reader {reader_name!r} takes no 'files' option; evaluate reads one file with readers "
-                "that do (protein_sites, musite_fasta, fasta_fragments, csv_sites) or a catalogue name"
+                "that do (protein_sites, musite_fasta, fasta_fragments, csv_sites) or a dataset preset"
             )
         settings: dict[str, Any] = {
             "reader": reader_name,
@@ -232,7 +230,8 @@ def load_labelled(
             "ptm": model.ptm,
             **(options or {}),
         }
-        table, info = load_source(settings, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+        use = parse_source(settings, registry, prefix=("SOURCE",))
+        table, _ = read_source(use, base_dir=Path.cwd(), data_root=data_root, window=model.window)
     if split:
         present = sorted(set(table.frame["split"]))
         if split not in present:
@@ -259,7 +258,8 @@ def evaluate_model(
     progress: bool = False,
     tracking_uri: str | None = None,
 ) -> Evaluation:
-    """Metrics of ``model`` on a labelled source (``metrics.evaluate`` + the val_spec95 cut-off).
+    """Metrics of ``model`` on a labelled source (``metrics.evaluate`` at the run's tuned threshold,
+    plus the metrics at predict's default threshold, ``spec95_*``).
 
     ``tracking_uri`` is the store of the model's run, read when the split must be rebuilt.
     """
@@ -272,14 +272,11 @@ def evaluate_model(
         data_root=data_root,
         tracking_uri=tracking_uri,
     )
-    tensors = encode_all(model.features, table, progress=progress)
     labels = table.labels
-    rows = Split(tensors, padding_mask(table), torch.tensor(labels, dtype=torch.float32))
-    device = next(model.model.parameters(), torch.empty(0)).device
-    scores = predict(model.model, rows, device)
+    scores = infer(model.model, encode(model.features, table, progress=progress)).scores
     thresholds = model.thresholds
-    report = metrics.evaluate(labels, scores, thresholds["val_max_mcc"])
-    if "val_spec95" in thresholds:
-        at95 = metrics.at_threshold(labels, scores, thresholds["val_spec95"])
+    report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])
+    if DEFAULT_RULE in thresholds:
+        at95 = metrics.at_threshold(labels, scores, thresholds[DEFAULT_RULE])
         report.update({f"spec95_{k}": at95[k] for k in ("acc", "sen", "spec", "mcc")})
     return Evaluation(model, source, reader_name, split, table, scores, report, dropped, split_from)

@@ -33,57 +33,61 @@ def sha256_file(path: Path) -> str:
 def fetch(
     name: str,
     data_root: Path,
-    base_url: str = catalog.BASE_URL,
+    base_url: str | None = None,
     force: bool = False,
     timeout: float = 60.0,
 ) -> list[Path]:
-    """Download ``uniptms`` (every dataset) or ``uniptms:<id>`` under ``<data_root>/uniptms/``.
+    """Download a collection (``uniptms``: every dataset) or one preset (``uniptms:K2``) under
+    ``<data_root>/<collection>/``.
 
     Files already present with the catalogue hash are kept (only verified) unless ``force``.
     Returns every file of the selected datasets, each present and verified when it returns.
-    ``base_url`` may be a ``file://`` URL (offline mirrors, tests).
+    ``base_url`` (default: the collection's) may be a ``file://`` URL (offline mirrors, tests).
     """
-    if not base_url.endswith("/"):
-        base_url += "/"
-    root = Path(data_root) / catalog.COLLECTION
     paths: list[Path] = []
     for entry in catalog.select(name):
+        url = base_url or catalog.collection_of(entry).base_url
+        if not url:
+            raise PtmkitError(f"{entry.name}: its collection names no download location; pass --base-url")
+        if not url.endswith("/"):
+            url += "/"
+        root = Path(data_root) / entry.collection
         for rel, expected in entry.files.items():
             target = root / rel
             if force or not target.is_file() or sha256_file(target) != expected:
-                _download(base_url + rel, target, expected, rel, timeout)
+                _download(url + rel, target, expected, rel, timeout, entry.collection)
             paths.append(target)
     return paths
 
 
-def _copy_url(url: str, out: BinaryIO, h: Any, timeout: float) -> None:
+def _copy_url(url: str, out: BinaryIO, h: Any, timeout: float, collection: str) -> None:
     """Stream ``url`` into ``out``; a network failure is a PtmkitError, a write failure an OSError."""
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise _unreachable(url, exc) from None
+        raise _unreachable(url, exc, collection) from None
     with response:
         while True:
             try:
                 block = response.read(_CHUNK)
             except OSError as exc:
-                raise _unreachable(url, exc) from None
+                raise _unreachable(url, exc, collection) from None
             if not block:
                 return
             h.update(block)
             out.write(block)
 
 
-def _unreachable(url: str, exc: Exception) -> PtmkitError:
+def _unreachable(url: str, exc: Exception, collection: str) -> PtmkitError:
     reason = getattr(exc, "reason", exc)
     return PtmkitError(
         f"could not download {url}: {reason}. Without network access, copy the "
-        f"{catalog.COLLECTION} files from a machine that has them and set "
-        f"PTMKIT_DATA (or --data-root) to the folder holding {catalog.COLLECTION}/"
+        f"{collection} files from a machine that has them and set "
+        f"PTMKIT_DATA (or --data-root) to the folder holding {collection}/"
     )
 
 
-def _download(url: str, target: Path, expected: str, rel: str, timeout: float) -> None:
+def _download(url: str, target: Path, expected: str, rel: str, timeout: float, collection: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
@@ -91,7 +95,7 @@ def _download(url: str, target: Path, expected: str, rel: str, timeout: float) -
         h = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
-                _copy_url(url, out, h, timeout)
+                _copy_url(url, out, h, timeout, collection)
         except OSError as exc:  # writing, not downloading, failed: disk full, read-only ...
             raise write_error(target, exc) from None
         got = h.hexdigest()

@@ -47,7 +47,7 @@ class Encoded:
     @classmethod
     def of(cls, table: SiteTable, tensors: dict[str, torch.Tensor]) -> Encoded:
         """Wrap a table's encodings with its padding mask and labels."""
-        return cls(tensors, padding_mask(table), torch.from_numpy(table.labels).float())
+        return cls(tensors, padding_mask(table), torch.tensor(table.labels, dtype=torch.float32))
 
 
 def encode(features: dict[str, Feature], table: SiteTable, *, progress: bool = False) -> Encoded:

@@ -11,6 +11,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from .thresholds import DEFAULT_RULE, RUN_RULE
+
 #: Metric names in table order.
 NAMES = ("acc", "sen", "spec", "mcc", "auc", "ap")
 
@@ -123,8 +125,8 @@ def threshold_smoothed_mcc(labels: np.ndarray, scores: np.ndarray, grid: int = 5
 
 #: Validation-chosen threshold rules: name -> function(labels, scores) (``threshold/<name>`` in MLflow).
 THRESHOLD_RULES = {
-    "val_max_mcc": threshold_max_mcc,
-    "val_spec95": lambda y, s: threshold_at_specificity(y, s, 0.95),
+    RUN_RULE: threshold_max_mcc,
+    DEFAULT_RULE: lambda y, s: threshold_at_specificity(y, s, 0.95),
     "val_mcc_bootstrap": threshold_bootstrap_mcc,
     "val_mcc_smooth": threshold_smoothed_mcc,
 }

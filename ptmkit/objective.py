@@ -12,6 +12,13 @@ from .recipe import Recipe
 
 def build_losses(recipe: Recipe, model: ModelGraph) -> list[tuple[float, Loss]]:
     """Instantiate every loss, check the outputs it reads exist, and let it size its parameters."""
+    if not recipe.losses:
+        head = recipe.nodes[model.output]
+        raise GraphError(
+            f"{recipe.locations.get(('model', 'nodes', model.output), 'recipe')}: no losses given, and the "
+            f"output node {model.output!r} ({head.spec.name}) declares no default loss; add "
+            "losses: [{type: bce}] (ptmkit plugins list --kind loss)"
+        )
     available = {"logits", *model.dims}
     losses = []
     for use in recipe.losses:

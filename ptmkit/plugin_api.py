@@ -1,8 +1,9 @@
-"""Base classes a plugin implements, one per kind. This is the public plugin API (version 1).
+"""Base classes a plugin implements, one per kind (plugin API version 2).
 
-Every plugin class has a ``Config``: a pydantic model (types, defaults, one-line field docs)
-that the recipe section of that plugin is validated against, so a wrong key or type fails
-before any work starts.
+Plugin authors import them from :mod:`ptmkit.api`, the one public module; this module is where
+they are defined. Every plugin class has a ``Config``: a pydantic model (types, defaults,
+one-line field docs) that the recipe section of that plugin is validated against, so a wrong key
+or type fails before any work starts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -18,6 +20,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import nn
 
+from .errors import PtmkitError
 from .sitetable import SiteTable
 
 
@@ -37,17 +40,57 @@ class PluginConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class ReadContext:
+    """What the core tells a reader, explicitly, instead of filling magic config fields.
+
+    ``base``: the folder relative file paths resolve against (the recipe's folder, or a dataset
+    collection's folder under the data root). ``task``: the PTM name written to the task column.
+    ``residues``: the target residue letters (readers of whole proteins make every such residue a
+    candidate; ``None`` when the recipe names none). ``window``: the window width asked for
+    (readers that cut windows use it; pre-cut windows are centre-cropped by the core).
+    ``on_bad_site``: ``"warn"`` when the caller (the data check) wants malformed marks reported
+    rather than fatal; ``None`` keeps the reader's own setting.
+    """
+
+    base: Path
+    task: str = "ptm"
+    residues: str | None = None
+    window: int | None = None
+    on_bad_site: str | None = None
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` as given when absolute (``~`` expanded), else relative to ``base``."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base / p
+
+
 class Reader(ABC):
-    """Turns source files into a SiteTable. Strict: malformed input raises DataError(file, line)."""
+    """Turns source files into a SiteTable. Strict: malformed input raises DataError(file, line).
+
+    Class attributes tell the core what the reader needs, so a recipe is checked at validation:
+    ``requires`` names context fields it cannot work without (``("residues",)`` for readers of
+    whole proteins); ``cuts_windows`` is True when the reader cuts windows itself (it honours
+    ``context.window``, defaulting to ``default_window``); otherwise the core crops pre-cut windows.
+    """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
+    requires: ClassVar[tuple[str, ...]] = ()
+    cuts_windows: ClassVar[bool] = False
+    default_window: ClassVar[int | None] = None
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
 
     @abstractmethod
-    def read(self, base: Path) -> SiteTable:
-        """Read the configured files; relative paths are resolved against ``base``."""
+    def read(self, context: ReadContext) -> SiteTable:
+        """Read the configured files; relative paths resolve with ``context.resolve``."""
+
+    @classmethod
+    def sniff(cls, path: Path) -> int:
+        """How surely ``path`` is in this reader's format: 0 not at all, higher more specifically
+        (``ptmkit evaluate FILE`` without ``--reader`` uses the reader scoring highest)."""
+        return 0
 
 
 class Feature(ABC):
@@ -55,10 +98,24 @@ class Feature(ABC):
 
     Padding positions (``-``) must encode to zeros so that they carry no signal.
     Bump ``version`` whenever the output for the same config changes: it is part of the cache key.
+
+    Fitted state is declared, so a packaged model predicts with exactly what training learned: a
+    feature whose ``fit`` learns something implements ``export_state``/``import_state`` (which
+    makes ``stateful`` True on its own) or sets ``stateful = True`` explicitly. A feature that
+    overrides ``fit`` without declaring state is packaged as "unsaved" and refused at load;
+    ``stateful = False`` says its ``fit`` learns nothing a prediction needs (it only checks).
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
     version: ClassVar[str] = "1"
+    #: True: ``fit`` learns state carried by export/import_state; False: none; None: not declared
+    #: (inferred True for a class that overrides ``export_state``).
+    stateful: ClassVar[bool | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.stateful is None and cls.export_state is not Feature.export_state:
+            cls.stateful = True
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
@@ -70,6 +127,19 @@ class Feature(ABC):
 
     def fit(self, train: SiteTable) -> None:  # noqa: B027 - optional hook
         """Learn state from training rows only (most features have none)."""
+
+    def export_state(self) -> dict[str, object] | None:
+        """What ``fit`` learned: JSON values and numpy arrays (or tensors), never objects that
+        would need pickle. ``None`` (the default) for a stateless feature."""
+        return None
+
+    def import_state(self, state: dict[str, object]) -> None:
+        """Restore what ``export_state`` returned (arrays come back as numpy arrays)."""
+        cls = type(self)
+        raise PtmkitError(
+            f"feature plugin {cls.__module__}.{cls.__qualname__}: the package holds fitted state but "
+            "the plugin does not implement import_state(); add it (see docs/plugins.md, learned state)"
+        )
 
     @abstractmethod
     def encode(self, table: SiteTable) -> torch.Tensor:
@@ -113,6 +183,17 @@ class GraphModule(nn.Module):
     def forward(
         self, inputs: list[torch.Tensor], mask: torch.Tensor
     ) -> torch.Tensor | dict[str, torch.Tensor]: ...
+
+
+class Head(GraphModule):
+    """The output node of a model graph: pools [N, W, D] to one vector per example and classifies.
+
+    ``forward`` returns the logits [N, tasks] (as ``"out"``; a dict may add outputs such as an
+    ``"embedding"`` [N, D'] for auxiliary losses). ``default_loss`` names the loss plugin that a
+    recipe without ``losses:`` trains with.
+    """
+
+    default_loss: ClassVar[str] = "bce"
 
 
 class Loss(nn.Module):

@@ -6,10 +6,16 @@ stays bounded on proteome-sized inputs and rows are written as they are produced
 batch, models that share a window width share the candidate rows, and each feature (by cache
 key plus fitted-state digest) is encoded once for all of them.
 
+Proteins are read as the protein readers read them (:mod:`ptmkit.fasta`, windows cut by
+:func:`ptmkit.sitetable.windows_at`) and accepted with the same letters: the 20 standard amino
+acids and the non-standard B, Z, J, U, O, X. So ``ptmkit predict`` and ``ptmkit evaluate`` (and
+training) score the same candidate sites of a protein, with the same scores
+(:func:`ptmkit.inference.infer`).
+
 Proteins that cannot be scanned are never dropped silently: empty records, records with letters
-outside the 20 standard amino acids (B, Z, J, U, O, X, '*', digits ...), duplicate ids, badly
-placed '#' marks and proteins shorter than a model's window each get a warning naming the file
-and the header line, and are counted in the summary and listed in the sidecar JSON.
+outside that alphabet ('*', '-', digits ...), duplicate ids, badly placed '#' marks and proteins
+shorter than a model's window each get a warning naming the file and the header line, and are
+counted in the summary and listed in the sidecar JSON.
 """
 
 from __future__ import annotations
@@ -32,26 +38,28 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .alphabet import PAD, STANDARD
+from .alphabet import NONSTANDARD, PROTEIN_LETTERS, STANDARD
 from .errors import DataError, PtmkitError
+from .fasta import MisplacedMark, iter_records, parse_marks
 from .featurize import encode_all, padding_mask
+from .inference import Encoded, infer
 from .outputs import atomic_open, check_output, check_plot_dir, is_special, write_text
-from .packaging import RULES, LoadedModel
+from .package import LoadedModel
 from .sitetable import COLUMNS as TABLE_COLUMNS
-from .sitetable import SiteTable
-from .textio import check_input, iter_lines, open_binary
+from .sitetable import SiteTable, windows_at
+from .textio import check_input, open_binary
+from .thresholds import DEFAULT_RULE, RULES
 
 #: Columns of the output table, in order (``known`` is appended with ``--known-sites``).
 COLUMNS = ["protein_id", "position", "residue", "ptm_type", "score", "call", "model"]
 #: Per-protein warnings printed before the rest go to the sidecar JSON only.
 MAX_WARNINGS = 20
-STANDARD_SET = frozenset(STANDARD)
 #: UniProt ``sp|ACC|NAME ...`` -> ACC; otherwise the first word (up to '|', space or '#').
 _ID = re.compile(r"(?:[A-Za-z]+\|)?(?P<id>[^|\s#]+)")
 _SITE_TOKEN = re.compile(r"#(\d+)")
 REASONS = {
     "empty": "empty sequence",
-    "non-standard": "non-standard letter",
+    "invalid-letter": "letter outside the protein alphabet",
     "too-short": "shorter than the window",
     "duplicate": "duplicate protein id",
     "malformed": "malformed record",
@@ -112,21 +120,15 @@ class ProteinChecker:
         self.seen[protein_id] = origin
         known = [int(t[1:]) for t in rest.split() if _SITE_TOKEN.fullmatch(t)]
         seq = "".join("".join(p.split()) for _, p in parts).upper()
-        if "#" in seq:  # MusiteDeep style: '#' right after each modified residue
-            marked = []
-            for n_before, hit in enumerate(re.finditer("#", seq)):
-                i = hit.start()
-                if i == 0 or seq[i - 1] == "#":
-                    return Skipped(
-                        protein_id, origin, "malformed", f"'#' at sequence index {i + 1} follows no residue"
-                    )
-                marked.append(i - n_before)
-            known += marked
-            seq = seq.replace("#", "")
+        try:  # MusiteDeep style: '#' right after each modified residue
+            seq, marked = parse_marks(seq)
+        except MisplacedMark as exc:
+            return Skipped(protein_id, origin, "malformed", str(exc))
+        known += marked
         if not seq:
             return Skipped(protein_id, origin, "empty", "the record has no sequence")
-        if not STANDARD_SET.issuperset(seq):
-            return Skipped(protein_id, origin, "non-standard", _bad_letter(parts))
+        if not PROTEIN_LETTERS.issuperset(seq):
+            return Skipped(protein_id, origin, "invalid-letter", _bad_letter(parts))
         return Protein(protein_id, seq, origin, tuple(sorted(set(known))))
 
 
@@ -137,46 +139,33 @@ def _bad_letter(parts: list[tuple[int, str]]) -> str:
             if char == "#":
                 continue
             residue += 1
-            if char not in STANDARD_SET:
+            if char not in PROTEIN_LETTERS:
                 where = f" (line {line})" if line else ""
                 return (
-                    f"non-standard letter {char!r} at residue {residue}{where}; only {STANDARD} are scanned"
+                    f"letter {char!r} at residue {residue}{where} is not an amino acid; valid are the 20 "
+                    f"standard amino acids {STANDARD} and non-standard {NONSTANDARD}"
                 )
-    return "non-standard letters"  # pragma: no cover - called only when one exists
+    return "letters outside the protein alphabet"  # pragma: no cover - called only when one exists
 
 
 def read_fasta(path: Path) -> Iterator[Protein | Skipped]:
     """Stream a FASTA file (plain or gzip; wrapped lines, CRLF, blank lines and lowercase accepted)."""
     checker = ProteinChecker()
-    header: str | None = None
-    header_line = 0
-    parts: list[tuple[int, str]] = []
-
-    def finish() -> Protein | Skipped:
-        origin = f"{path}:{header_line}"
-        match = _ID.match(header or "")
-        return checker.check(
-            match.group("id") if match else None, parts, origin, (header or "")[match.end() if match else 0 :]
+    # records via ptmkit.fasta (lines via ptmkit.textio: gzip by magic bytes; a directory or
+    # non-UTF-8 bytes -> file:line), as the protein readers read them
+    for record in iter_records(
+        path,
+        empty="no '>' header line found (is this a FASTA file?)",
+        before_header="sequence line before any '>' header line (is this FASTA?)",
+    ):
+        header = record.header.strip()
+        match = _ID.match(header)
+        yield checker.check(
+            match.group("id") if match else None,
+            record.parts,
+            f"{path}:{record.line}",
+            header[match.end() if match else 0 :],
         )
-
-    # lines via ptmkit.textio: gzip by magic bytes; a directory or non-UTF-8 bytes -> file:line
-    for number, raw in iter_lines(path):
-        line = raw.strip()
-        if not line:
-            continue
-        if line[0] == ">":
-            if header is not None:
-                yield finish()
-            header, header_line, parts = line[1:].strip(), number, []
-            continue
-        if header is None:
-            raise DataError(
-                "sequence line before any '>' header line (is this FASTA?)", path=path, line=number
-            )
-        parts.append((number, line))
-    if header is None:
-        raise DataError("no '>' header line found (is this a FASTA file?)", path=path)
-    yield finish()
 
 
 # ---------------------------------------------------------------------------- scanning
@@ -205,7 +194,7 @@ def scan_models(
         if threshold is not None:
             out.append(ScanModel(m, label, "user", float(threshold)))
         else:
-            chosen = rule or RULES[0]
+            chosen = rule or DEFAULT_RULE
             out.append(ScanModel(m, label, chosen, m.threshold(chosen)))
     return out
 
@@ -289,7 +278,8 @@ class Scanner:
                         self.encoded += 1
                     tensors[name] = cache[key] if rows is None else cache[key][rows]
                 t0 = time.perf_counter()
-                scores = model.scores(tensors, mask if rows is None else mask[rows], self.batch_size)
+                encoded = Encoded(tensors, mask if rows is None else mask[rows])
+                scores = infer(model.model, encoded, batch_size=self.batch_size).scores
                 self.model_seconds += time.perf_counter() - t0
                 part = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
                 part["ptm_type"] = model.ptm
@@ -306,10 +296,9 @@ class Scanner:
         return out, skipped
 
     def _rows(self, eligible: list[tuple[int, Protein]], width: int) -> tuple[SiteTable, np.ndarray]:
-        """Candidate rows of one window group as a SiteTable (windows exactly as ``window_at``
-        cuts them), and the batch index of each row's protein."""
+        """Candidate rows of one window group as a SiteTable (windows cut by ``windows_at``, as
+        the protein readers cut them), and the batch index of each row's protein."""
         half = width // 2
-        pad = PAD * half
         pattern = self._pattern[width]
         ids: list[str] = []
         positions: list[int] = []
@@ -317,14 +306,14 @@ class Scanner:
         origins: list[str] = []
         owner: list[int] = []
         for k, p in eligible:
-            padded = pad + p.sequence + pad
-            for hit in pattern.finditer(p.sequence):
-                start = hit.start()
-                ids.append(p.protein_id)
-                positions.append(start + 1)
-                windows.append(padded[start : start + width])
-                origins.append(p.origin)
-                owner.append(k)
+            found = [hit.start() + 1 for hit in pattern.finditer(p.sequence)]
+            if not found:
+                continue
+            windows += windows_at(p.sequence, found, width)
+            positions += found
+            ids += [p.protein_id] * len(found)
+            origins += [p.origin] * len(found)
+            owner += [k] * len(found)
         frame = pd.DataFrame(
             {
                 "protein_id": ids,
@@ -701,7 +690,7 @@ def predict_frame(
     models: list[LoadedModel],
     proteins: pd.DataFrame,
     *,
-    rule: str | None = "val_spec95",
+    rule: str | None = DEFAULT_RULE,
     threshold: float | None = None,
     batch_size: int = 2048,
 ) -> pd.DataFrame:

@@ -18,10 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import safeyaml
-from .errors import RecipeError, RegistryError
+from .errors import PtmkitError, RecipeError, RegistryError
 from .plugin_api import PluginConfig
 from .registry import PluginSpec, Registry
 from .textio import not_utf8
@@ -208,10 +216,68 @@ class SplitSection(_Strict):
 
 
 class DataSection(_Strict):
-    source: str | dict[str, Any] = Field(description="'uniptms:H1' or {reader: NAME, ...reader config}")
+    source: str | dict[str, Any] = Field(
+        description="a dataset preset ('uniptms:H1') or {reader: NAME, name, ptm, residues, window, "
+        "...the reader's config}"
+    )
     window: int | None = Field(None, description="odd window width (crop fragments, window proteins)")
     residues: str | None = Field(None, description="keep only sites whose centre residue is one of these")
     split: SplitSection = Field(default_factory=SplitSection)
+
+
+#: Epoch-row keys early stopping may monitor (``ptmkit.train.fit`` logs them every epoch).
+MONITORS = ("val/ap", "val/auc", "val/mcc", "val/loss", "train/loss")
+#: ``train.momentum`` of ``optimizer: sgd`` when the recipe gives none.
+SGD_MOMENTUM = 0.9
+
+
+class EarlyStoppingSection(_Strict):
+    monitor: str = Field("val/ap", description=f"epoch metric to watch, one of {', '.join(MONITORS)}")
+    mode: Literal["max", "min"] = Field(
+        "max", description="'max': higher is better, 'min': lower is (default: min for a .../loss monitor)"
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="an epoch is the new best only if it beats the best by more than this"
+    )
+    patience: int = Field(5, ge=1, description="epochs without a new best before training stops")
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, value: str) -> str:
+        if value not in MONITORS:
+            raise ValueError(f"unknown monitor {value!r}; valid: {', '.join(MONITORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _loss_is_minimised(self) -> EarlyStoppingSection:
+        if "mode" not in self.model_fields_set and self.monitor.endswith("/loss"):
+            self.mode = "min"  # a loss that is "maximised" would keep the worst epoch
+        return self
+
+
+class ScheduleSection(_Strict):
+    type: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="the lr after warmup: constant, or a cosine or linear decay to min_lr at the last epoch",
+    )
+    warmup_epochs: float | None = Field(
+        None, ge=0, description="rise linearly to train.lr over this many epochs (may be fractional)"
+    )
+    warmup_steps: int | None = Field(None, ge=0, description="the same in optimisation steps")
+    min_lr: float = Field(0.0, ge=0, description="the lr at the end of a cosine or linear decay")
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> ScheduleSection:
+        if self.warmup_epochs is not None and self.warmup_steps is not None:
+            raise ValueError("give warmup_epochs or warmup_steps, not both")
+        if self.min_lr and self.type == "constant":
+            raise ValueError("min_lr applies to a cosine or linear schedule (type is constant)")
+        return self
+
+    @property
+    def is_constant(self) -> bool:
+        """No scheduler at all: the lr stays train.lr (what runs did before schedules existed)."""
+        return self.type == "constant" and not (self.warmup_epochs or self.warmup_steps)
 
 
 class TrainSection(_Strict):
@@ -225,13 +291,76 @@ class TrainSection(_Strict):
         description="class-balanced epochs: as many positives as negatives per epoch, drawn afresh "
         "(losses then see a 1:1 class ratio)",
     )
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
-    patience: int = Field(5, ge=1, description="epochs without validation-AP gain before stopping")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw",
+        description="adamw (decoupled weight decay), adam (weight decay as an L2 penalty) or sgd "
+        "(with train.momentum)",
+    )
+    lr: float = Field(1e-3, gt=0, description="learning rate (with a schedule: the rate after warmup)")
+    weight_decay: float = Field(1e-2, ge=0, description="weight decay of the optimizer")
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description=f"SGD momentum (optimizer sgd only; null: {SGD_MOMENTUM})"
+    )
+    schedule: ScheduleSection = Field(
+        default_factory=ScheduleSection,
+        description="lr schedule, stepped every optimisation step: 'cosine' or {type, warmup_epochs | "
+        "warmup_steps, min_lr} (default constant: no schedule)",
+    )
+    early_stopping: EarlyStoppingSection = Field(
+        default_factory=EarlyStoppingSection,
+        description="{monitor, mode, min_delta, patience}: when to stop and which epoch's weights are kept",
+    )
+    patience: int = Field(
+        5,
+        ge=1,
+        description="the older spelling of early_stopping.patience (still read); both may be given "
+        "only with the same value (as a filled recipe writes them)",
+    )
     grad_clip: float | None = Field(1.0, description="max gradient norm (null: no clipping)")
     seed: int = Field(0, description="seed for weights, batches and dropout")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch default)")
     device: Literal["cpu", "cuda", "mps", "auto"] = Field("cpu", description="where to train")
+
+    @field_validator("momentum")
+    @classmethod
+    def _sgd_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        optimizer = info.data.get("optimizer")
+        if value is not None and optimizer is not None and optimizer != "sgd":
+            raise ValueError(f"momentum applies to optimizer sgd only (optimizer is {optimizer})")
+        return value
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule_by_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value  # schedule: cosine
+
+    @field_validator("schedule")
+    @classmethod
+    def _min_below_lr(cls, value: ScheduleSection, info: ValidationInfo) -> ScheduleSection:
+        lr = info.data.get("lr")
+        if lr is not None and value.min_lr > lr:
+            raise ValueError(f"min_lr {value.min_lr:g} is above train.lr {lr:g}; a decay ends below the lr")
+        return value
+
+    @field_validator("patience")
+    @classmethod
+    def _patience_once(cls, value: int, info: ValidationInfo) -> int:
+        stopping = info.data.get("early_stopping")
+        if stopping is not None and "patience" in stopping.model_fields_set and stopping.patience != value:
+            raise ValueError(
+                f"patience is given twice, differently (train.patience {value}, "
+                f"train.early_stopping.patience {stopping.patience}); keep early_stopping.patience"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_patience(self) -> TrainSection:
+        """``train.patience`` (old recipes, packaged recipes) is early stopping's patience."""
+        if "patience" in self.model_fields_set:
+            self.early_stopping.patience = self.patience
+        else:
+            self.patience = self.early_stopping.patience
+        return self
 
 
 class TrackingSection(_Strict):
@@ -259,6 +388,133 @@ class PluginUse:
         return self.spec.obj(self.config, *args)
 
 
+#: Keys of a source mapping the core reads; every other key is the reader plugin's config.
+SOURCE_KEYS = {
+    "reader": "the reader plugin (ptmkit plugins list --kind reader)",
+    "name": "the dataset tag runs are labelled and compared by (default: reader:<first file stem>)",
+    "ptm": "the PTM type (packaged with the model, shown by predict)",
+    "task": "the task column's value (default: ptm)",
+    "residues": "target residue letters (readers of whole proteins cut a window at each)",
+    "window": "odd window width (readers of proteins cut it; pre-cut windows are centre-cropped)",
+}
+
+
+@dataclass
+class SourceUse:
+    """A data source resolved at parse time: the reader plugin use plus what the core reads.
+
+    ``preset`` is the catalogue entry (``uniptms:H1``) when the source names one; its files are
+    then relative to ``<data_root>/<collection>``, else to the recipe's folder.
+    """
+
+    where: str
+    reader: PluginUse
+    name: str
+    ptm: str
+    task: str
+    residues: str  # "" when the source names none
+    window: int | None
+    preset: Any = None  # ptmkit.catalog.Dataset (not imported here: catalog asks the registry)
+
+    def filled(self) -> str | dict[str, Any]:
+        """The source as a filled recipe writes it: the preset name, or every key with defaults."""
+        if self.preset is not None:
+            return str(self.preset.name)
+        out: dict[str, Any] = {"reader": self.reader.spec.name, "name": self.name, "ptm": self.ptm}
+        if self.task != self.ptm:
+            out["task"] = self.task
+        if self.residues:
+            out["residues"] = self.residues
+        if self.window is not None:
+            out["window"] = self.window
+        return {**out, **self.reader.config.model_dump(mode="json")}
+
+
+def _check_window(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value % 2 == 0:
+        raise RecipeError(
+            f"{where}: window must be a positive odd width (got {value!r}); "
+            "valid: 1, 3, 5, ... (e.g. 31 or 33)"
+        )
+    return value
+
+
+def _check_residues(value: Any, where: str) -> str:
+    from .alphabet import STANDARD
+
+    text = str(value or "").strip().upper()
+    bad = sorted(set(text) - set(STANDARD))
+    if bad or (value is not None and not text):
+        raise RecipeError(f"{where}: residues must be letters of {STANDARD} (got {value!r}), e.g. K or ST")
+    return text
+
+
+def parse_source(
+    raw: Any,
+    registry: Registry,
+    *,
+    locations: dict[Key, str] | None = None,
+    prefix: Key = ("data", "source"),
+    data_residues: str | None = None,
+) -> SourceUse:
+    """Resolve a source (preset name or reader mapping) to its validated reader plugin use.
+
+    A misspelled reader, an unknown reader key or a bad value fails here, located at its recipe
+    line, so ``ptmkit validate`` catches it before any data is read. ``data_residues`` is the
+    recipe's ``data.residues`` (a reader of whole proteins may take its targets from there).
+    """
+    from . import catalog
+
+    locate = raw_locator(locations)
+    where = ".".join(map(str, prefix))
+    if isinstance(raw, str):
+        if not catalog.is_catalog_name(raw):
+            have = ", ".join(f"{c}:<id>" for c in catalog.collections()) or "none installed"
+            raise RecipeError(
+                f"{locate(prefix)}: {raw!r} is not a dataset preset (registered: {have}); give a preset "
+                "name like 'uniptms:H1' or a mapping with a 'reader' key"
+            )
+        try:
+            entry = catalog.get(raw)
+        except PtmkitError as exc:
+            raise RecipeError(f"{locate(prefix)}: {exc}") from None
+        preset = {"reader": entry.reader, **entry.config}
+        use = _plugin_use(registry, "reader", preset, prefix, locate, set(), "reader")
+        window = entry.window if use.spec.obj.cuts_windows else None
+        return SourceUse(where, use, entry.name, entry.ptm, entry.ptm, entry.residues, window, entry)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{locate(prefix)}: expected a dataset preset name or a mapping, got {raw!r}")
+    if "reader" not in raw:
+        raise RecipeError(
+            f"{locate(prefix)}: missing 'reader' (the reader plugin's name; "
+            "see ptmkit plugins list --kind reader)"
+        )
+    use = _plugin_use(registry, "reader", raw, prefix, locate, set(SOURCE_KEYS) - {"reader"}, "reader")
+    ptm = raw.get("ptm", raw.get("task", "ptm"))
+    task = raw.get("task", ptm)
+    for key, value in (("ptm", ptm), ("task", task)):
+        if not isinstance(value, str) or not value.strip():
+            raise RecipeError(f"{locate(prefix + (key,))}: {key}: expected a non-empty name (got {value!r})")
+    residues = _check_residues(raw["residues"], locate(prefix + ("residues",))) if "residues" in raw else ""
+    window = _check_window(raw["window"], locate(prefix + ("window",))) if "window" in raw else None
+    if "residues" in use.spec.obj.requires and not (residues or data_residues):
+        raise RecipeError(
+            f"{locate(prefix)}: reader {use.spec.name!r} makes every target residue of a protein a "
+            "candidate, so it needs residues: give data.source.residues (e.g. K or ST) or data.residues"
+        )
+    if window is None and use.spec.obj.cuts_windows:
+        window = use.spec.obj.default_window
+    from .datasets import source_name
+
+    name = source_name(use.spec.name, raw.get("name"), raw, locate(prefix))
+    return SourceUse(where, use, name, ptm.strip(), task.strip(), residues, window)
+
+
+def raw_locator(locations: dict[Key, str] | None) -> _Locator:
+    """A locator over ``locations`` (empty: key paths only, for sources given on the command line)."""
+    return _Locator(locations or {})
+
+
 @dataclass
 class Recipe:
     """A validated recipe: everything a run needs, nothing left to look up by string."""
@@ -274,21 +530,56 @@ class Recipe:
     train: TrainSection
     tracking: TrackingSection
     locations: dict[Key, str]
+    source: SourceUse | None = None
+    requires: list[str] = field(default_factory=list)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
+    def filled(self) -> dict[str, Any]:
+        """The validated recipe with every default written out (confection's filled config).
+
+        What runs log, hash and package: two recipes that run the same are equal here even when
+        one relies on defaults, and a default changed in a later ptmkit cannot silently change
+        what a packaged model was. Plugin names are canonical (an alias is written as the name).
+        Parsing it again gives the same filled recipe.
+        """
+
+        def use(u: PluginUse, **extra: Any) -> dict[str, Any]:
+            return {"type": u.spec.name, **extra, **u.config.model_dump(mode="json")}
+
+        data = self.data.model_dump(mode="json")
+        if self.source is not None:
+            data["source"] = self.source.filled()
+        model: dict[str, Any] = {"nodes": {n: use(u, inputs=list(u.inputs)) for n, u in self.nodes.items()}}
+        if self.output is not None:
+            model["output"] = self.output
+        out: dict[str, Any] = {"name": self.name}
+        if self.requires:
+            out["requires"] = list(self.requires)
+        out.update(
+            data=data,
+            features={n: use(u) for n, u in self.features.items()},
+            model=model,
+            losses=[use(u, weight=u.weight) for u in self.losses],
+            train=self.train.model_dump(mode="json"),
+            tracking=self.tracking.model_dump(mode="json"),
+        )
+        return out
+
     def digest(self) -> str:
-        canonical = json.dumps(self.raw, sort_keys=True, default=str)
+        """Hash of the filled recipe: equal for recipes that differ only in spelling out defaults."""
+        canonical = json.dumps(self.filled(), sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False)
+        """The filled recipe as YAML (what ``recipe.yaml`` of a run and of a package holds)."""
+        return yaml.safe_dump(self.filled(), sort_keys=False)
 
     def flat(self) -> dict[str, str]:
-        """``a.b.c -> value`` for logging as MLflow params."""
-        return flatten(self.raw)
+        """``a.b.c -> value`` of the filled recipe, for logging as MLflow params."""
+        return flatten(self.filled())
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -321,15 +612,35 @@ class _Locator:
         return dotted
 
 
+def _nested_keys(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names of the sub-model ``loc`` (all but its last key) lies in, when it is one
+    (``train.early_stopping.monitr`` lists early_stopping's keys, not train's)."""
+    for key in loc[:-1]:
+        field_info = model.model_fields.get(str(key)) if model is not None else None
+        candidates = [field_info.annotation] if field_info is not None else []
+        candidates += list(getattr(candidates[0], "__args__", ())) if candidates else []
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return list(model.model_fields) if model is not None else None
+
+
 def _format_errors(
-    exc: ValidationError, prefix: Key, locate: _Locator, valid_keys: list[str], owner: str = ""
+    exc: ValidationError,
+    prefix: Key,
+    locate: _Locator,
+    valid_keys: list[str],
+    owner: str = "",
+    model: type[BaseModel] | None = None,
 ) -> RecipeError:
     """One line per problem: ``file:line: key.path: what is wrong (got value)``."""
     lines = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"{locate(loc)}: unknown key{owner}; valid keys: {', '.join(valid_keys)}")
+            nested = _nested_keys(model, tuple(err["loc"])) if len(err["loc"]) > 1 else None
+            keys = nested if nested is not None else valid_keys
+            lines.append(f"{locate(loc)}: unknown key{owner}; valid keys: {', '.join(keys)}")
         elif err["type"] == "missing":
             lines.append(f"{locate(loc)}: {err['msg']}")
         else:
@@ -341,29 +652,36 @@ def _validate_section(model: type[BaseModel], data: Any, prefix: Key, locate: _L
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise _format_errors(exc, prefix, locate, list(model.model_fields)) from None
+        raise _format_errors(exc, prefix, locate, list(model.model_fields), model=model) from None
 
 
 def _plugin_use(
-    registry: Registry, kind: str, raw: Any, prefix: Key, locate: _Locator, reserved: set[str]
+    registry: Registry,
+    kind: str,
+    raw: Any,
+    prefix: Key,
+    locate: _Locator,
+    reserved: set[str],
+    type_key: str = "type",
 ) -> PluginUse:
+    """Look the plugin named by ``raw[type_key]`` up and validate the rest as its config."""
     if not isinstance(raw, dict):
-        raise RecipeError(f"{locate(prefix)}: expected a mapping with a 'type' key, got {raw!r}")
-    if "type" not in raw:
-        raise RecipeError(f"{locate(prefix)}: missing 'type' (the registered {kind} plugin name)")
+        raise RecipeError(f"{locate(prefix)}: expected a mapping with a {type_key!r} key, got {raw!r}")
+    if type_key not in raw:
+        raise RecipeError(f"{locate(prefix)}: missing {type_key!r} (the registered {kind} plugin name)")
     try:
-        spec = registry.get(kind, str(raw["type"]))
+        spec = registry.get(kind, str(raw[type_key]))
     except RegistryError as exc:
         hint = ""
         if locate.missing:
             need = ", ".join(locate.missing)
             hint = f" This recipe requires {need}, not installed here: pip install {' '.join(locate.missing)}"
-        raise RecipeError(f"{locate(prefix + ('type',))}: {exc}{hint}") from None
-    config_data = {k: v for k, v in raw.items() if k != "type" and k not in reserved}
+        raise RecipeError(f"{locate(prefix + (type_key,))}: {exc}{hint}") from None
+    config_data = {k: v for k, v in raw.items() if k != type_key and k not in reserved}
     try:
         config = spec.obj.Config.model_validate(config_data)
     except ValidationError as exc:
-        valid = sorted(set(spec.obj.Config.model_fields) | reserved | {"type"})
+        valid = sorted(set(spec.obj.Config.model_fields) | reserved | {type_key})
         raise _format_errors(exc, prefix, locate, valid, f" for {spec.name!r}") from None
     return PluginUse(where=".".join(map(str, prefix)), spec=spec, config=config)
 
@@ -405,12 +723,12 @@ def parse(
         if section not in raw:
             raise RecipeError(f"{path or 'recipe'}: missing section {section!r}")
     data = _validate_section(DataSection, raw["data"], ("data",), locate)
-    if data.window is not None and (data.window < 1 or data.window % 2 == 0):
-        # caught here, before any data is read: a window needs a centre residue
-        raise RecipeError(
-            f"{locate(('data', 'window'))}: window must be a positive odd width (got {data.window}); "
-            "valid: 1, 3, 5, ... (e.g. 31 or 33)"
-        )
+    if data.window is not None:  # caught here, before any data is read: a window needs a centre
+        _check_window(data.window, locate(("data", "window")))
+    if data.residues is not None:
+        residues = _check_residues(data.residues, locate(("data", "residues")))
+        data = data.model_copy(update={"residues": residues})
+    source = parse_source(data.source, registry, locations=locate.locations, data_residues=data.residues)
     train = _validate_section(TrainSection, raw.get("train"), ("train",), locate)
     tracking = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)
 
@@ -442,7 +760,7 @@ def parse(
         nodes[str(name)] = use
     output = model.get("output")
 
-    raw_losses = raw.get("losses") or [{"type": "bce"}]
+    raw_losses = raw.get("losses") or _default_loss(nodes, output)
     if isinstance(raw_losses, dict):
         raw_losses = [raw_losses]
     if not isinstance(raw_losses, list):
@@ -471,7 +789,25 @@ def parse(
         train=train,
         tracking=tracking,
         locations=locations or {},
+        source=source,
+        requires=list(raw.get("requires") or []),
     )
+
+
+def _default_loss(nodes: dict[str, PluginUse], output: Any) -> list[dict[str, Any]]:
+    """The loss a recipe without ``losses:`` trains with: the one its output head declares
+    (none when the output node cannot be told yet or is not a head: building the graph then
+    reports the graph's problem, or ``build_losses`` that there is no loss)."""
+    if isinstance(output, str) and output in nodes:
+        head = output
+    else:
+        read = {r.partition(".")[0] for u in nodes.values() for r in u.inputs}
+        sinks = [n for n in nodes if n not in read]
+        if len(sinks) != 1:
+            return []
+        head = sinks[0]
+    loss = getattr(nodes[head].spec.obj, "default_loss", None)
+    return [{"type": loss}] if isinstance(loss, str) else []
 
 
 def load(path: str | Path, overrides: list[str] | None = None, registry: Registry | None = None) -> Recipe:

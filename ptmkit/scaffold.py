@@ -1,8 +1,9 @@
 """``ptmkit plugins new NAME``: generate a plugin package that installs, registers and passes its test.
 
 The package is a separate distribution (src layout) with the ``ptmkit`` entry point, a plugin of
-the chosen kind with a typed config and a real (small) implementation, and a pytest file. See
-docs/plugins.md for the guide that continues from here.
+the chosen kind registered by decorator (``@register.<kind>(name)`` from ``ptmkit.api``) with a
+typed config and a real (small) implementation, and a pytest file that runs the shared contract
+checks of ``ptmkit.testing``. See docs/plugins.md for the guide that continues from here.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ def _check_free(package: str, plugin: str, kind: str) -> None:
 
     namespace = MODULE_KINDS if kind in MODULE_KINDS else (kind,)
     for spec in get_registry():
-        if spec.name == plugin and spec.kind in namespace:
+        if plugin in (spec.name, *spec.aliases) and spec.kind in namespace:
+            what = "named" if plugin == spec.name else f"{spec.name!r} with the old name"
             raise PtmkitError(
-                f"a {spec.kind} plugin named {plugin!r} is already registered by {spec.provider} "
+                f"a {spec.kind} plugin {what} {plugin!r} is already registered by {spec.provider} "
                 f"{spec.version}; choose another NAME"
             )
 
@@ -175,7 +177,7 @@ dependencies = ["ptmkit>=${ptmkit_min}"]
 test = ["pytest>=8"]
 
 # ptmkit finds the plugin through this entry point: it imports the module, checks its
-# PTMKIT_API_VERSION and calls its ptmkit_register hook.
+# PTMKIT_API_VERSION and registers the classes marked with @register.<kind>(name).
 [project.entry-points.ptmkit]
 ${plugin} = "${package}"
 
@@ -214,15 +216,15 @@ python -m pip wheel --no-deps -w dist .   # a wheel to upload (`twine upload dis
 ```
 
 The plugin lives in `src/${package}/__init__.py`. The module declares the plugin API it is
-written for (`PTMKIT_API_VERSION = ${api}`) and registers the plugin in `ptmkit_register`.
-Change the implementation, keep its test green, and bump `version` on the class whenever the
-output for the same config changes. The plugin author's guide is `docs/plugins.md` in the ptmkit
-repository.
+written for (`PTMKIT_API_VERSION = ${api}`) and registers the plugin by decorating its class with
+`@register.${kind}("${plugin}")`; everything it uses comes from `ptmkit.api`. Its tests use the
+shared contract checks of `ptmkit.testing`. Change the implementation, keep its tests green, and
+bump `version` on the class whenever the output for the same config changes. The plugin author's
+guide is `docs/plugins.md` in the ptmkit repository.
 """
 
 _INIT = {
-    "feature": '''\
-"""A ptmkit feature plugin: 1.0 where the residue is in a configurable set, else 0.0."""
+    "feature": '''"""A ptmkit feature plugin: 1.0 where the residue is in a configurable set, else 0.0."""
 
 from __future__ import annotations
 
@@ -230,17 +232,14 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from ptmkit.alphabet import N_SYMBOLS, STANDARD, encode_windows
-from ptmkit.hooks import hookimpl
-from ptmkit.plugin_api import Feature, PluginConfig
-from ptmkit.registry import Registrar
-from ptmkit.sitetable import SiteTable
+from ptmkit.api import N_SYMBOLS, STANDARD, Feature, PluginConfig, SiteTable, encode_windows, register
 from pydantic import Field, field_validator
 
-#: The plugin API this package is written for; ptmkit refuses the package if it differs.
+#: The plugin API this package is written for; ptmkit refuses the package if it cannot load it.
 PTMKIT_API_VERSION = ${api}
 
 
+@register.feature("${plugin}")  # the name recipes use as `type`
 class ${cls}(Feature):
     """1.0 where the residue is one of ``residues``, else 0.0; D = 1; padding is 0."""
 
@@ -269,30 +268,23 @@ class ${cls}(Feature):
         values = torch.zeros(N_SYMBOLS)  # one value per code; the padding row stays 0
         values[[STANDARD.index(a) for a in self.config.residues]] = 1.0
         return values[codes].unsqueeze(-1)  # [N, W, 1] float32
-
-
-@hookimpl
-def ptmkit_register(registry: Registrar) -> None:
-    registry.feature("${plugin}", ${cls})
 ''',
-    "fusion": '''\
-"""A ptmkit fusion plugin: a learned weighted sum of inputs of equal size."""
+    "fusion": '''"""A ptmkit fusion plugin: a learned weighted sum of inputs of equal size."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 import torch
-from ptmkit.hooks import hookimpl
-from ptmkit.plugin_api import GraphModule, PluginConfig
-from ptmkit.registry import Registrar
+from ptmkit.api import GraphModule, PluginConfig, register
 from pydantic import Field
 from torch import nn
 
-#: The plugin API this package is written for; ptmkit refuses the package if it differs.
+#: The plugin API this package is written for; ptmkit refuses the package if it cannot load it.
 PTMKIT_API_VERSION = ${api}
 
 
+@register.fusion("${plugin}")  # the name recipes use as a node `type`
 class ${cls}(GraphModule):
     """out = sum_i softmax(w)_i * x_i over 2+ inputs [N, W, D] of equal size; output D."""
 
@@ -315,28 +307,21 @@ class ${cls}(GraphModule):
         w = torch.softmax(self.weights, dim=0)
         out = (torch.stack(inputs, dim=-1) * w).sum(dim=-1)
         return out * mask.unsqueeze(-1).to(out.dtype)  # keep padding positions at zero
-
-
-@hookimpl
-def ptmkit_register(registry: Registrar) -> None:
-    registry.fusion("${plugin}", ${cls})
 ''',
-    "loss": '''\
-"""A ptmkit loss plugin: binary cross-entropy with a weight on positive examples."""
+    "loss": '''"""A ptmkit loss plugin: binary cross-entropy with a weight on positive examples."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from ptmkit.hooks import hookimpl
-from ptmkit.plugin_api import Loss, PluginConfig
-from ptmkit.registry import Registrar
+from ptmkit.api import Loss, PluginConfig, register
 from pydantic import Field
 
-#: The plugin API this package is written for; ptmkit refuses the package if it differs.
+#: The plugin API this package is written for; ptmkit refuses the package if it cannot load it.
 PTMKIT_API_VERSION = ${api}
 
 
+@register.loss("${plugin}")  # the name recipes use as a loss `type`
 class ${cls}(Loss):
     """BCE on logits with positive examples weighted by ``pos_weight``; mean over examples."""
 
@@ -352,20 +337,15 @@ class ${cls}(Loss):
             x = x.squeeze(1)
         weight = torch.tensor(self.config.pos_weight, dtype=x.dtype)
         return F.binary_cross_entropy_with_logits(x, labels.to(x.dtype), pos_weight=weight)
-
-
-@hookimpl
-def ptmkit_register(registry: Registrar) -> None:
-    registry.loss("${plugin}", ${cls})
 ''',
 }
 
 _TEST_REGISTRATION = """
 
 def test_registers_under_its_name():
-    registry = Registry()
-    registrar = Registrar(registry, "${dist}", "0.1.0")
-    ${package}.ptmkit_register(registry=registrar)
+    # ptmkit's built-ins plus this package's entry point, installed or not
+    registry = registry_with("${package}", "${dist}")
+    assert not registry.broken, registry.broken
     spec = registry.get("${kind}", "${plugin}")
     assert spec.obj is ${cls}
     assert spec.provider == "${dist}"
@@ -373,50 +353,30 @@ def test_registers_under_its_name():
 """
 
 _TEST = {
-    "feature": """\
-import pandas as pd
-import ptmkit
+    "feature": """import ptmkit
 import pytest
 import torch
-from ptmkit.registry import Registrar, Registry
-from ptmkit.sitetable import SiteTable
+from ptmkit.testing import check_feature, registry_with, window_table
 from pydantic import ValidationError
 
 import ${package}
 from ${package} import ${cls}
 
 
-def table(windows: list[str]) -> SiteTable:
-    return SiteTable.from_records(
-        [
-            {
-                "protein_id": f"P{i}",
-                "position": pd.NA,
-                "residue": w[len(w) // 2],
-                "window": w,
-                "label": i % 2,
-                "task": "t",
-                "split": "train",
-                "origin": f"test:{i}",
-            }
-            for i, w in enumerate(windows)
-        ]
-    )
-
-
 def test_encodes_one_value_per_residue_and_zero_padding():
     feature = ${cls}(${cls}.Config(residues="AL"))
-    out = feature.encode(table(["--ALK", "LXGAA"]))
-    assert out.shape == (2, 5, feature.dim) and out.dtype == torch.float32
+    out = feature.encode(window_table(["--ALK", "LXGAA"]))
     expected = torch.tensor([[0, 0, 1, 1, 0], [1, 0, 0, 1, 1]], dtype=torch.float32)
     torch.testing.assert_close(out[..., 0], expected)
 
 
-def test_empty_table_and_cache_key():
+def test_meets_the_feature_contract():
+    # shape [N, W, dim], float32, zeros at padding, deterministic, stable cache key, empty table
     default = ${cls}(${cls}.Config())
-    assert default.encode(table([])).shape == (0, 0, 1)
-    other = ${cls}(${cls}.Config(residues="K"))
-    assert default.cache_key() != other.cache_key()
+    basic = ${cls}(${cls}.Config(residues="K"))
+    check_feature(default)
+    check_feature(basic)
+    assert default.cache_key() != basic.cache_key()  # the key follows the config
 
 
 def test_bad_config_is_refused():
@@ -424,31 +384,24 @@ def test_bad_config_is_refused():
         ${cls}.Config(residues="AB")
 """
     + _TEST_REGISTRATION,
-    "fusion": """\
-import ptmkit
+    "fusion": """import ptmkit
 import pytest
 import torch
-from ptmkit.registry import Registrar, Registry
+from ptmkit.testing import registry_with, standard_tests
 
 import ${package}
 from ${package} import ${cls}
 
+# (id, node class or type name, input dims, config, size of "out")
+CASES = [("two", ${cls}, [4, 4], {}, 4), ("three", ${cls}, [3, 3, 3], {}, 3)]
+# output shapes, gradients to every parameter, padding never leaking, determinism
+test_shapes, test_gradients, test_padding, test_deterministic = standard_tests(CASES)
 
-def test_output_size_and_mean_without_learning():
+
+def test_plain_mean_without_learning():
     node = ${cls}(${cls}.Config(learn=False), [4, 4, 4])
-    assert node.output_dims == {"out": 4}
     xs = [torch.randn(2, 5, 4) for _ in range(3)]
-    mask = torch.ones(2, 5, dtype=torch.bool)
-    torch.testing.assert_close(node(xs, mask), sum(xs) / 3)
-
-
-def test_padding_is_zero_and_weights_learn():
-    node = ${cls}(${cls}.Config(), [3, 3])
-    mask = torch.tensor([[False, True, True]])
-    out = node([torch.randn(1, 3, 3), torch.randn(1, 3, 3)], mask)
-    assert torch.all(out[0, 0] == 0)
-    out.sum().backward()
-    assert node.weights.grad is not None
+    torch.testing.assert_close(node(xs, torch.ones(2, 5, dtype=torch.bool)), sum(xs) / 3)
 
 
 def test_inputs_of_different_sizes_are_refused():
@@ -456,12 +409,11 @@ def test_inputs_of_different_sizes_are_refused():
         ${cls}(${cls}.Config(), [4, 5])
 """
     + _TEST_REGISTRATION,
-    "loss": """\
-import ptmkit
+    "loss": """import ptmkit
 import pytest
 import torch
 import torch.nn.functional as F
-from ptmkit.registry import Registrar, Registry
+from ptmkit.testing import check_loss, registry_with
 from pydantic import ValidationError
 
 import ${package}
@@ -479,10 +431,16 @@ def test_weight_one_is_plain_bce_and_weighting_raises_positive_errors():
     assert heavy({"logits": LOGITS}, LABELS) > value
 
 
-def test_reads_the_configured_output():
-    loss = ${cls}(${cls}.Config(input="head"))
-    assert loss.required_outputs() == ["head"]
-    assert torch.isfinite(loss({"head": torch.tensor([[1e4], [-1e4]])}, torch.tensor([0.0, 1.0])))
+def test_meets_the_loss_contract():
+    # a finite scalar, gradients reaching its inputs, deterministic; also on a node's output [N, 1]
+    check_loss(${cls})
+    on_node = ${cls}(${cls}.Config(input="head", pos_weight=2.0))
+    check_loss(on_node, outputs={"head": torch.randn(8, 1)})
+
+
+def test_extreme_logits_stay_finite():
+    loss = ${cls}(${cls}.Config())
+    assert torch.isfinite(loss({"logits": torch.tensor([1e4, -1e4])}, torch.tensor([0.0, 1.0])))
 
 
 def test_bad_config_is_refused():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,12 +105,22 @@ class SiteTable:
         return h.hexdigest()
 
 
-def window_at(sequence: str, position: int, width: int) -> str:
-    """Context of odd ``width`` centred on 1-based ``position``, padded with ``-`` past the ends."""
+def windows_at(sequence: str, positions: Sequence[int], width: int) -> list[str]:
+    """Contexts of odd ``width`` centred on each 1-based position, padded with ``-`` past the ends.
+
+    The one window cutter: readers and ``ptmkit predict`` both cut through it, so a site gets the
+    same window whichever command reads it. One padded copy of the sequence, then a slice per site.
+    """
     if width % 2 == 0 or width < 1:
         raise ValueError(f"window width must be odd and positive, got {width}")
-    half = width // 2
-    centre = position - 1
-    left = sequence[max(0, centre - half) : centre]
-    right = sequence[centre + 1 : centre + 1 + half]
-    return PAD * (half - len(left)) + left + sequence[centre] + right + PAD * (half - len(right))
+    if len(positions) and (min(positions) < 1 or max(positions) > len(sequence)):
+        bad = next(p for p in positions if not 1 <= p <= len(sequence))
+        raise ValueError(f"position {bad} lies outside the sequence (1..{len(sequence)})")
+    pad = PAD * (width // 2)
+    padded = pad + sequence + pad
+    return [padded[p - 1 : p - 1 + width] for p in positions]
+
+
+def window_at(sequence: str, position: int, width: int) -> str:
+    """The window of one site (:func:`windows_at`; cut many sites of a protein with that)."""
+    return windows_at(sequence, (position,), width)[0]

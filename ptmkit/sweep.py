@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import recipe as recipes
 from . import safeyaml
+from .assembly import assemble
 from .errors import RecipeError
 from .hooks import get_registry
 from .recipe import Recipe
@@ -130,7 +131,8 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Sweep:
             data["tracking"]["experiment"] = spec.experiment
         try:
             built[name] = recipes.parse(data, registry, path=base_path, locations=where)
-        except RecipeError as exc:
+            assemble(built[name], registry)  # the graph and losses are checked too, before any run
+        except RecipeError as exc:  # GraphError is one
             raise RecipeError(f"{path}: variant {name!r}: {exc}") from None
         descriptions[name] = variant.description
     first = next(iter(built.values()))

@@ -1,12 +1,18 @@
-"""The training loop: AdamW, early stopping on validation AP, best-epoch checkpoint, seeding."""
+"""The training loop: the recipe's optimiser and lr schedule, early stopping on a monitored epoch
+metric (which also picks the kept checkpoint), callbacks, seeding.
+
+``fit`` knows nothing about tracking: what a run records each epoch is a :class:`Callback`
+(``ptmkit.run`` passes one that logs to its tracker), as in Lightning's callbacks and loggers.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +23,9 @@ from tqdm.auto import tqdm
 from . import metrics
 from .errors import PtmkitError
 from .graph import ModelGraph
+from .inference import Encoded, combined_loss, infer
 from .plugin_api import Loss
-from .recipe import TrainSection
+from .recipe import MONITORS, SGD_MOMENTUM, EarlyStoppingSection, ScheduleSection, TrainSection
 
 
 def seed_everything(seed: int) -> None:
@@ -44,31 +51,86 @@ def pick_device(name: str) -> torch.device:
 
 
 @dataclass
-class Split:
-    """Pre-tensorised rows of one split: features, padding mask and labels."""
-
-    features: dict[str, torch.Tensor]
-    mask: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, index: torch.Tensor, device: torch.device) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        feats = {k: v[index].to(device) for k, v in self.features.items()}
-        return feats, self.mask[index].to(device), self.labels[index].to(device)
-
-
-@dataclass
 class TrainResult:
     best_epoch: int
-    best_val_ap: float
+    #: the monitored metric (``monitor``) at the best epoch
+    best_value: float
+    monitor: str
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     #: validation scores of the best epoch (what the reloaded best weights give), so the caller
     #: can choose thresholds without another pass over the validation set
     best_val_scores: np.ndarray | None = None
+
+
+class Callback:
+    """Hooks into :func:`fit`; override the ones you need (the others do nothing).
+
+    ``row`` is the epoch's metrics (``train/loss``, ``train/lr``, ``val/loss``, ``val/ap``,
+    ``val/auc``, ``val/mcc``, ``time/epoch_s``); callbacks see it before early stopping does.
+    """
+
+    def on_fit_start(self, cfg: TrainSection) -> None:
+        """Before the first epoch."""
+
+    def on_epoch_end(self, epoch: int, row: dict[str, float]) -> None:
+        """After epoch ``epoch`` (1-based) was trained and validated."""
+
+    def on_fit_end(self, result: TrainResult) -> None:
+        """After the last epoch, with the best weights loaded back into the model."""
+
+
+class EarlyStopping:
+    """Watches one epoch metric: which epoch is the best so far, and when to stop.
+
+    An epoch is the new best when it beats the best by more than ``min_delta`` (ties do not
+    count); the first epoch always is, and a non-finite best is beaten by any finite value.
+    Training stops after ``patience`` epochs in a row without a new best.
+    """
+
+    def __init__(self, monitor: str = "val/ap", mode: str = "max", min_delta: float = 0.0, patience: int = 5):
+        if mode not in ("max", "min"):
+            raise ValueError(f"early stopping mode must be 'max' or 'min' (got {mode!r})")
+        if not min_delta >= 0:
+            raise ValueError(f"early stopping min_delta must be >= 0 (got {min_delta!r})")
+        if patience < 1:
+            raise ValueError(f"early stopping patience must be >= 1 (got {patience!r})")
+        self.monitor, self.mode, self.min_delta, self.patience = monitor, mode, float(min_delta), patience
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.wait = 0
+
+    @classmethod
+    def of(cls, section: EarlyStoppingSection) -> EarlyStopping:
+        return cls(section.monitor, section.mode, section.min_delta, section.patience)
+
+    def improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if not math.isfinite(self.best):
+            return math.isfinite(value)
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def update(self, epoch: int, row: dict[str, float]) -> bool:
+        """Record ``epoch``'s row; True when it is the new best (its weights are the ones to keep)."""
+        if self.monitor not in row:
+            raise PtmkitError(
+                f"early stopping monitors {self.monitor!r}, which the epoch metrics do not hold; "
+                f"valid: {', '.join(k for k in row if k in MONITORS)}"
+            )
+        value = float(row[self.monitor])
+        if self.improves(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.wait >= self.patience
 
 
 def save_atomic(state: dict, path: Path) -> None:
@@ -82,37 +144,6 @@ def save_atomic(state: dict, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def combined_loss(losses: list[tuple[float, Loss]], outputs: dict, labels: torch.Tensor) -> torch.Tensor:
-    return sum(w * loss(outputs, labels) for w, loss in losses)  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def predict(model: ModelGraph, split: Split, device: torch.device, batch_size: int = 512) -> np.ndarray:
-    """Sigmoid scores for every row, in order."""
-    return _score(model, split, device, batch_size)[0]
-
-
-@torch.no_grad()
-def _score(
-    model: ModelGraph,
-    split: Split,
-    device: torch.device,
-    batch_size: int = 512,
-    losses: list[tuple[float, Loss]] | None = None,
-) -> tuple[np.ndarray, float]:
-    """Scores and (with ``losses``) the mean loss, in one pass: validation is paid once per epoch."""
-    model.eval()
-    scores, total = [], 0.0
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)))
-        feats, mask, labels = split.batch(index, device)
-        outputs = model(feats, mask)
-        scores.append(torch.sigmoid(outputs["logits"]).float().cpu())
-        if losses:
-            total += float(combined_loss(losses, outputs, labels)) * len(index)
-    return (torch.cat(scores).numpy() if scores else np.zeros(0)), total / max(len(split), 1)
 
 
 def epoch_rows(
@@ -131,7 +162,7 @@ def epoch_rows(
         return order if cap is None or cap >= n else order[:cap]
     pos = torch.nonzero(labels > 0.5).flatten()
     neg = torch.nonzero(labels <= 0.5).flatten()
-    k = min(len(pos), len(neg)) if cap is None else min(cap // 2, len(pos), len(neg))
+    k = _per_class(len(pos), len(neg), cap)
     picked = torch.cat(
         [
             pos[torch.randperm(len(pos), generator=generator)[:k]],
@@ -141,34 +172,109 @@ def epoch_rows(
     return picked[torch.randperm(len(picked), generator=generator)]
 
 
+def _per_class(n_pos: int, n_neg: int, cap: int | None) -> int:
+    return min(n_pos, n_neg) if cap is None else min(cap // 2, n_pos, n_neg)
+
+
+def epoch_size(n: int, cap: int | None, labels: torch.Tensor | None = None) -> int:
+    """``len(epoch_rows(n, cap, ..., labels))``, without drawing (the schedule's length)."""
+    if labels is None:
+        return n if cap is None or cap >= n else cap
+    n_pos = int((labels > 0.5).sum())
+    return 2 * _per_class(n_pos, len(labels) - n_pos, cap)
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """Optimisation steps of an epoch of ``rows``: a last batch of one is skipped (see fit)."""
+    full, rest = divmod(rows, batch_size)
+    return full + (1 if rest >= 2 or (rest == 1 and full == 0) else 0)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainSection) -> torch.optim.Optimizer:
+    """``train.optimizer`` over ``params`` with ``train.lr`` and ``train.weight_decay``."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        momentum = SGD_MOMENTUM if cfg.momentum is None else cfg.momentum
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay)
+    raise PtmkitError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}; valid: adamw, adam, sgd")
+
+
+def lr_factor(step: int, warmup: int, total: int, kind: str, floor: float) -> float:
+    """The schedule's multiple of the peak lr at optimisation step ``step`` (0-based).
+
+    Warmup rises linearly, ``(step + 1) / (warmup + 1)``, so no step trains at lr 0; then
+    ``constant`` stays at 1 and ``cosine`` / ``linear`` fall to ``floor`` (min_lr / lr) at
+    ``total`` steps, and stay there.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "cosine":
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - (1.0 - floor) * progress
+
+
+def build_schedule(
+    optimiser: torch.optim.Optimizer, schedule: ScheduleSection, lr: float, per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A per-step ``LambdaLR`` for ``train.schedule``; None for a constant lr without warmup
+    (no scheduler object at all, so such runs are those of before schedules existed)."""
+    if schedule.is_constant:
+        return None
+    if schedule.warmup_steps is not None:
+        warmup = schedule.warmup_steps
+    else:
+        warmup = round((schedule.warmup_epochs or 0.0) * per_epoch)
+    total, floor, kind = per_epoch * epochs, schedule.min_lr / lr, schedule.type
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, warmup, total, kind, floor)
+    )
+
+
 def fit(
     model: ModelGraph,
     losses: list[tuple[float, Loss]],
-    train: Split,
-    valid: Split,
+    train: Encoded,
+    valid: Encoded,
     cfg: TrainSection,
     checkpoint: Path,
     *,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    callbacks: Sequence[Callback] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Train until validation AP stops improving for ``patience`` epochs; keep the best weights."""
+    """Train until ``cfg.early_stopping`` says stop; keep (and load back) the best epoch's weights."""
+    if train.labels is None or valid.labels is None:
+        raise PtmkitError("fit needs labelled training and validation rows")
     device = pick_device(cfg.device)
     model.to(device)
     for _, loss in losses:
         loss.to(device)
     params = list(model.parameters()) + [p for _, loss in losses for p in loss.parameters()]
-    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimiser = build_optimizer(params, cfg)
+    balance_labels = train.labels if cfg.balance else None
+    per_epoch = steps_per_epoch(epoch_size(len(train), cfg.epoch_windows, balance_labels), cfg.batch_size)
+    scheduler = build_schedule(optimiser, cfg.schedule, cfg.lr, per_epoch, cfg.epochs)
     generator = torch.Generator().manual_seed(cfg.seed)
-    result = TrainResult(best_epoch=0, best_val_ap=-1.0, epochs_run=0, checkpoint=checkpoint)
-    stale = 0
+    stopping = EarlyStopping.of(cfg.early_stopping)
+    result = TrainResult(
+        best_epoch=0, best_value=math.nan, monitor=stopping.monitor, epochs_run=0, checkpoint=checkpoint
+    )
+    val_labels = valid.labels.numpy()
+    for callback in callbacks:
+        callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         epoch_start = time.perf_counter()
         model.train()
         for _, loss in losses:
             loss.start_epoch(epoch, cfg.epochs)
-        order = epoch_rows(len(train), cfg.epoch_windows, generator, train.labels if cfg.balance else None)
+        lr = float(optimiser.param_groups[0]["lr"])  # what the epoch's first step uses
+        order = epoch_rows(len(train), cfg.epoch_windows, generator, balance_labels)
         total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
@@ -182,14 +288,16 @@ def fit(
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimiser.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
-        val_scores, val_loss = _score(model, valid, device, losses=losses)
-        val_labels = valid.labels.numpy()
-        m = metrics.at_threshold(val_labels, val_scores, 0.5)
+        scored = infer(model, valid, device=device, losses=losses)
+        m = metrics.at_threshold(val_labels, scored.scores, 0.5)
         row = {
             "train/loss": total / max(seen, 1),
-            "val/loss": val_loss,
+            "train/lr": lr,
+            "val/loss": float(scored.loss or 0.0),
             "val/ap": m["ap"],
             "val/auc": m["auc"],
             "val/mcc": m["mcc"],
@@ -197,16 +305,16 @@ def fit(
         }
         result.history.append(row)
         result.epochs_run = epoch
-        if on_epoch:
-            on_epoch(epoch, row)
-        if m["ap"] > result.best_val_ap:
-            result.best_val_ap, result.best_epoch, stale = m["ap"], epoch, 0
-            result.best_val_scores = val_scores
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, row)
+        if stopping.update(epoch, row):
+            result.best_epoch, result.best_value = epoch, row[stopping.monitor]
+            result.best_val_scores = scored.scores
             save_atomic(model.state_dict(), checkpoint)
-        else:
-            stale += 1
         bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_ap=f"{m['ap']:.4f}", best=result.best_epoch)
-        if stale >= cfg.patience:
+        if stopping.should_stop:
             break
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+    for callback in callbacks:
+        callback.on_fit_end(result)
     return result

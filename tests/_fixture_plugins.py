@@ -1,7 +1,7 @@
 """Plugin modules used by test_registry through real entry points (not a pip-installed package)."""
 
 from ptmkit.hooks import hookimpl
-from ptmkit.plugin_api import Feature
+from ptmkit.plugin_api import Feature, GraphModule
 from ptmkit.registry import Registrar
 
 
@@ -52,3 +52,19 @@ class NoHookimpl:
     @staticmethod
     def ptmkit_register(registry: Registrar) -> None:  # forgot @hookimpl
         registry.feature("constant5", Constant)
+
+
+class LegacyHead(GraphModule):
+    """A head written for plugin API 1, before ``Head`` existed."""
+
+
+class Api1:
+    """A package built for plugin API 1: still loads; its GraphModule head is deprecated, not refused."""
+
+    PTMKIT_API_VERSION = 1
+
+    @staticmethod
+    @hookimpl
+    def ptmkit_register(registry: Registrar) -> None:
+        registry.feature("constant_api1", Constant)
+        registry.head("legacy_head_api1", LegacyHead)

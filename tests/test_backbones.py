@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-from module_checks import assert_matches_trimmed, build, end_padded_batch, make_batch, standard_tests
 from ptmkit_plugins.backbones.selective_scan import selective_scan
 from pydantic import ValidationError
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -17,6 +16,7 @@ from ptmkit.errors import GraphError
 from ptmkit.graph import ModelGraph
 from ptmkit.hooks import build_registry
 from ptmkit.plugin_api import GraphModule
+from ptmkit.testing import assert_matches_trimmed, build, end_padded_batch, make_batch, standard_tests
 
 NEW = ("mamba", "transformer", "resnet1d")
 

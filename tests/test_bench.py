@@ -51,6 +51,7 @@ def _bench(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_suite_runs_tables_mlflow_and_check(workdir: Path, data_root: Path) -> None:
     suite = _suite(workdir / "tiny.yaml")
     out = workdir / "out"
@@ -119,6 +120,7 @@ def test_suite_runs_tables_mlflow_and_check(workdir: Path, data_root: Path) -> N
     assert "### Summary: test MCC / AP" in (out / "tiny.md").read_text()
 
 
+@pytest.mark.slow
 def test_one_worker_runs_in_process(workdir: Path, data_root: Path) -> None:
     suite = _suite(workdir / "one.yaml", name="one", datasets=["H1"], seeds=[0], workers=1)
     out = workdir / "out"
@@ -190,6 +192,7 @@ def test_peak_memory_resets() -> None:
     assert peak_mb() < high - 250
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_suite_and_its_workers_runs_killed(workdir: Path, data_root: Path) -> None:
     """Slurm's SIGTERM mid-suite: exit 143, the parent and every running model KILLED (none left
     RUNNING), no worker process left behind, no queued model started."""

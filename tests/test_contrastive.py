@@ -17,10 +17,10 @@ from ptmkit import recipe as recipes
 from ptmkit.errors import GraphError
 from ptmkit.graph import ModelGraph
 from ptmkit.hooks import build_registry
+from ptmkit.inference import combined_loss
 from ptmkit.objective import build_losses
 from ptmkit.plugin_api import Loss
 from ptmkit.registry import Registry
-from ptmkit.train import combined_loss
 
 LEVELS = ["a", "b", "c"]
 

@@ -15,7 +15,7 @@ from ptmkit.datasets import DatasetInfo, load_source
 def reports(data_root: Path) -> dict[str, DataReport]:
     return {
         key: check_source(f"uniptms:{key}", base_dir=Path("."), data_root=data_root)
-        for key in catalog.DATASETS
+        for key in (d.id for d in catalog.select("uniptms"))
     }
 
 

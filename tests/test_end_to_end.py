@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ptmkit.cli import main
+from ptmkit.package import package_root
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,6 +22,7 @@ def store(workdir):
     return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
+@pytest.mark.slow
 def test_run_h1_records_everything_and_compare_lists_it(store, capsys):
     code = main(
         [
@@ -65,7 +67,7 @@ def test_run_h1_records_everything_and_compare_lists_it(store, capsys):
     assert 0.5 < run.data.metrics["test/auc"] <= 1.0  # 3 epochs on H1 already learn something
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"recipe.yaml", "plots", "predictions", "model", "data"} <= artifacts
+    assert {"recipe.yaml", "plots", "predictions", "data"} <= artifacts  # the model: a logged model
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
         "plots/roc_pr.png",
         "plots/training.png",
@@ -73,7 +75,8 @@ def test_run_h1_records_everything_and_compare_lists_it(store, capsys):
     local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions"))
     lines = (local / "test_predictions.csv").read_text().splitlines()
     assert lines[0].split(",")[-2:] == ["score", "call"] and len(lines) == 1 + 104
-    model_dir = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model"))
+    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model"))
+    model_dir = package_root(downloaded)  # the package inside the pyfunc model
     meta = json.loads((model_dir / "model.json").read_text())
     assert meta["window"] == 37 and meta["thresholds"]["val_max_mcc"] == pytest.approx(
         run.data.metrics["threshold/val_max_mcc"]
@@ -100,6 +103,7 @@ def test_crashing_run_is_marked_failed(store, capsys):
     assert "ptmkit.error" in run.data.tags
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_message(store):
     bad = Path("bad.yaml")
     bad.write_text((ROOT / "experiments/quickstart.yaml").read_text().replace("type: bilstm", "type: bilstn"))
@@ -121,7 +125,7 @@ def test_plugins_list_and_validate(store):
     rows = [line.split() for line in proc.stdout.splitlines()[2:]]
     assert ["feature", "onehot", "ptmkit", "0.1.0"] in [r[:4] for r in rows]
     kinds = {r[0] for r in rows}
-    assert kinds == {"reader", "feature", "fusion", "backbone", "head", "loss"}
+    assert kinds == {"reader", "feature", "fusion", "backbone", "head", "loss", "dataset"}
     proc = subprocess.run(
         ["ptmkit", "validate", str(ROOT / "experiments/quickstart.yaml")],
         capture_output=True,
@@ -131,6 +135,7 @@ def test_plugins_list_and_validate(store):
     assert "valid" in proc.stdout and "parameters:" in proc.stdout
 
 
+@pytest.mark.slow
 def test_ui_serves_the_local_store(store):
     import socket
     import time

@@ -22,7 +22,7 @@ def test_fetch_one_dataset(data_root: Path, tmp_path: Path) -> None:
     url = source_url(data_root / "uniptms")
     paths = fetch("uniptms:H1", target, base_url=url)
     assert paths == [target / "uniptms/H1/train.csv", target / "uniptms/H1/test.csv"]
-    hashes = catalog.DATASETS["H1"].files
+    hashes = catalog.get("uniptms:H1").files
     for path in paths:
         assert sha256_file(path) == hashes[path.relative_to(target / "uniptms").as_posix()]
     inodes = [p.stat().st_ino for p in paths]
@@ -37,7 +37,7 @@ def test_fetch_one_dataset(data_root: Path, tmp_path: Path) -> None:
 
 def test_fetch_whole_collection(data_root: Path, tmp_path: Path) -> None:
     paths = fetch("uniptms", tmp_path, base_url=source_url(data_root / "uniptms"))
-    assert len(paths) == sum(len(d.files) for d in catalog.DATASETS.values()) == 14
+    assert len(paths) == sum(len(d.files) for d in catalog.select("uniptms")) == 14
     assert all(p.is_file() for p in paths)
     assert sorted(p.name for p in (tmp_path / "uniptms").rglob("*.part")) == []
 
@@ -48,7 +48,7 @@ def test_refetches_a_damaged_file(data_root: Path, tmp_path: Path) -> None:
     damaged = tmp_path / "uniptms/C1/fold_train.fasta"
     damaged.write_text(">+x\nC\n")
     assert damaged in fetch("uniptms:C1", tmp_path, base_url=url)
-    assert sha256_file(damaged) == catalog.DATASETS["C1"].files["C1/fold_train.fasta"]
+    assert sha256_file(damaged) == catalog.get("uniptms:C1").files["C1/fold_train.fasta"]
 
 
 def test_hash_mismatch_leaves_no_file(data_root: Path, tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_hash_mismatch_leaves_no_file(data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(PtmkitError) as err:
         fetch("uniptms:H1", target, base_url=source_url(mirror))
     message = str(err.value)
-    expected = catalog.DATASETS["H1"].files["H1/test.csv"]
+    expected = catalog.get("uniptms:H1").files["H1/test.csv"]
     assert "H1/test.csv" in message and expected in message
     assert sha256_file(tampered) in message
     folder = target / "uniptms" / "H1"

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-from module_checks import (
+from pydantic import ValidationError
+
+from ptmkit.plugin_api import GraphModule
+from ptmkit.testing import (
     assert_matches_trimmed,
     build,
     end_padded_batch,
@@ -14,9 +17,6 @@ from module_checks import (
     registry,
     standard_tests,
 )
-from pydantic import ValidationError
-
-from ptmkit.plugin_api import GraphModule
 
 # (id, node type, input dims, config, expected "out" size); tiny dims keep the file fast.
 CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 import torch
-from module_checks import (
+from ptmkit_plugins.fusion.bhgfn import dynamic_conv
+from pydantic import ValidationError
+
+from ptmkit import recipe as recipes
+from ptmkit.assembly import assemble
+from ptmkit.plugin_api import GraphModule
+from ptmkit.testing import (
     assert_matches_trimmed,
     build,
     end_padded_batch,
@@ -15,13 +21,6 @@ from module_checks import (
     registry,
     standard_tests,
 )
-from ptmkit_plugins.fusion.bhgfn import dynamic_conv
-from pydantic import ValidationError
-
-from ptmkit import recipe as recipes
-from ptmkit.featurize import build_features
-from ptmkit.graph import ModelGraph, used_features
-from ptmkit.plugin_api import GraphModule
 
 # (id, node type, input dims [master, slave], config, expected "out" size); tiny dims keep it fast.
 CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [
@@ -247,9 +246,7 @@ model:
     head: {type: mlp_head, inputs: [late], hidden: [4]}
 """
     )
-    recipe = recipes.load(path)
-    features = build_features(recipe, used_features(recipe))
-    g = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    g = assemble(recipes.load(path)).graph
     assert (g.dims["mid1"], g.dims["mid2"], g.dims["late"]) == (8, 12, 12)
     feats = {"onehot": torch.randn(3, 7, 20), "blosum": torch.randn(3, 7, 20)}
     assert g(feats, torch.ones(3, 7, dtype=torch.bool))["logits"].shape == (3,)

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-from module_checks import (
+from pydantic import ValidationError
+
+from ptmkit.plugin_api import GraphModule
+from ptmkit.testing import (
     assert_matches_trimmed,
     build,
     end_padded_batch,
@@ -16,9 +19,6 @@ from module_checks import (
     registry,
     standard_tests,
 )
-from pydantic import ValidationError
-
-from ptmkit.plugin_api import GraphModule
 
 NAMES = ("macp", "cross_attention", "channel_attention", "self_attention", "project")
 
@@ -315,8 +315,7 @@ def test_config_errors_are_named(name: str, cfg: dict[str, Any], match: str) -> 
 def test_nodes_compose_in_a_recipe_graph(tmp_path) -> None:  # noqa: ANN001
     """Master-slave wiring: aligned auxiliary features, macp outputs referenced by name."""
     from ptmkit import recipe as recipes
-    from ptmkit.featurize import build_features
-    from ptmkit.graph import ModelGraph, used_features
+    from ptmkit.assembly import assemble
 
     path = tmp_path / "r.yaml"
     path.write_text(
@@ -338,9 +337,7 @@ model:
     head: {type: mlp_head, inputs: [late], hidden: [4]}
 """
     )
-    recipe = recipes.load(path)
-    features = build_features(recipe, used_features(recipe))
-    g = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    g = assemble(recipes.load(path)).graph
     assert g.dims["macp"] == g.dims["macp.deep"] == g.dims["macp.shallow"] == 6
     assert g.dims["master"] == 8 and g.dims["late"] == 14
     mask = torch.ones(3, 9, dtype=torch.bool)

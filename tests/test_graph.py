@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ptmkit import recipe as recipes
+from ptmkit.assembly import assemble
 from ptmkit.errors import GraphError
-from ptmkit.featurize import build_features
 from ptmkit.graph import ModelGraph, used_features
 
 FEATURES = """\
@@ -22,9 +22,7 @@ model:
 def graph(tmp_path: Path, model: str) -> ModelGraph:
     path = tmp_path / "g.yaml"
     path.write_text(FEATURES + model)
-    recipe = recipes.load(path)
-    features = build_features(recipe, used_features(recipe))
-    return ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    return assemble(recipes.load(path), losses=False).graph
 
 
 def test_dims_are_inferred_through_the_graph(tmp_path):

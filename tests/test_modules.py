@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import module_checks
 import pytest
 import torch
-from module_checks import assert_matches_trimmed, end_padded_batch, make_batch, out_of, standard_tests
 from pydantic import ValidationError
 
+from ptmkit import testing
 from ptmkit.hooks import build_registry
 from ptmkit.plugin_api import GraphModule
 from ptmkit.registry import Registry
+from ptmkit.testing import assert_matches_trimmed, end_padded_batch, make_batch, out_of, standard_tests
 
 WIDTHS = (31, 33, 37, 41)
 BATCHES = (1, 8)
@@ -44,7 +44,7 @@ def registry() -> Registry:
 
 
 def build(registry: Registry, name: str, in_dims: list[int], **config: Any) -> GraphModule:
-    return module_checks.build(name, in_dims, **config)
+    return testing.build(name, in_dims, **config)
 
 
 # ---------------------------------------------------------------------------------- registry

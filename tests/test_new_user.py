@@ -19,6 +19,7 @@ ROOT = Path(__file__).parents[1]
 FASTA = ">sp|P1|ONE\nMKHAAAHKKLLHAAGHHEEKAHAALLHKKAAGHEEHAAKLHGGHAAHKK\n"
 
 
+@pytest.mark.slow
 def test_compare_then_copy_the_id_then_predict_from_another_folder(tmp_path, monkeypatch, data_root, capsys):
     home, first, second = tmp_path / "home", tmp_path / "project", tmp_path / "elsewhere"
     for folder in (home, first, second):

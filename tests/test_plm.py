@@ -531,6 +531,7 @@ def test_ember2_is_declared_but_not_available() -> None:
     assert issubclass(Esm2, PlmFeature)
 
 
+@pytest.mark.slow
 def test_a_recipe_with_a_local_esm2_trains_end_to_end(
     models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -19,22 +20,24 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ptmkit import metrics
+from ptmkit import metrics, runids
 from ptmkit.cli import main
 from ptmkit.errors import PtmkitError
+from ptmkit.evaluate import evaluate_model
 from ptmkit.featurize import encode_all, padding_mask
-from ptmkit.packaging import (
+from ptmkit.inference import Encoded, infer
+from ptmkit.model_store import load_model
+from ptmkit.package import (
     META,
     WEIGHTS,
     load_feature_state,
-    load_model,
+    package_root,
     save_feature_state,
     sha256,
 )
 from ptmkit.plugin_api import Feature, PluginConfig
-from ptmkit.predict import predict_frame
+from ptmkit.predict import predict_file, predict_frame
 from ptmkit.sitetable import SiteTable, window_at
-from ptmkit.train import Split, predict
 
 ROOT = Path(__file__).parents[1]
 
@@ -156,13 +159,12 @@ def _training_path_scores(model, sequence: str, positions: list[int]) -> np.ndar
         for p in positions
     ]
     table = SiteTable.from_records(rows, proteins={"p": sequence})
-    split = Split(
-        encode_all(model.features, table, progress=False), padding_mask(table), torch.zeros(len(rows))
-    )
-    return predict(model.model, split, torch.device("cpu"))
+    encoded = Encoded(encode_all(model.features, table), padding_mask(table), torch.zeros(len(rows)))
+    return infer(model.model, encoded, device="cpu").scores
 
 
 # ---------------------------------------------------------------------------- the must-show check
+@pytest.mark.slow
 def test_whole_protein_predict_and_evaluate_match_the_runs_test_evaluation(env, capsys):
     """K2's test proteins: `evaluate` gives the run's test metrics, `predict` the run's scores."""
     run = env["k2"]
@@ -196,6 +198,7 @@ def test_whole_protein_predict_and_evaluate_match_the_runs_test_evaluation(env, 
 
 
 # ---------------------------------------------------------------------------- output table
+@pytest.mark.slow
 def test_small_fasta_row_by_row(env, capsys):
     rid = env["k2"].info.run_id
     assert main(["predict", rid, "small.fasta", "-o", "small.tsv", "--known-sites", "--quiet"]) == 0
@@ -236,6 +239,7 @@ def test_small_fasta_row_by_row(env, capsys):
     assert meta["sites"] == {"k2-tiny": len(sites)} and meta["known_sites"]["marked"] == 5
 
 
+@pytest.mark.slow
 def test_threshold_rules(env, capsys):
     rid = env["k2"].info.run_id
     model = load_model(rid)
@@ -259,6 +263,7 @@ def test_threshold_rules(env, capsys):
     assert "not allowed with argument --rule" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_multi_model_pass_shares_features_and_keeps_rows_per_model(env, capsys):
     k_id, h_id = env["k2"].info.run_id, env["h1"].info.run_id
     folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{k_id}/model", dst_path="k2-local"))
@@ -285,6 +290,7 @@ def test_multi_model_pass_shares_features_and_keeps_rows_per_model(env, capsys):
     assert encodings["computed"] == 5 and encodings["shared"] == 2  # the 2nd K model reuses both features
 
 
+@pytest.mark.slow
 def test_bad_proteins_are_reported_with_file_and_line(env, capsys):
     k_id, h_id = env["k2"].info.run_id, env["h1"].info.run_id
     good = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEK"
@@ -303,28 +309,67 @@ def test_bad_proteins_are_reported_with_file_and_line(env, capsys):
     messages = [str(w.message) for w in caught]
     expect = {
         f"{fasta}:3: protein 'empty' skipped: the record has no sequence",
-        f"{fasta}:4: protein 'nonstd' skipped: non-standard letter 'X' at residue 31 (line 6)",
         f"{fasta}:7: protein 'short' skipped: length 7 is shorter than every model's window ([33, 37])",
         f"{fasta}:9: protein 'good' skipped: id already read at {fasta}:1",
         f"{fasta}:11: protein 'between' not scanned by model quickstart: length 35 is shorter than its "
         "window 37",
-        f"{fasta}:13: protein 'stop' skipped: non-standard letter '*' at residue {len(good) + 1} (line 14)",
+        f"{fasta}:13: protein 'stop' skipped: letter '*' at residue {len(good) + 1} (line 14) is not an "
+        "amino acid; valid are the 20 standard amino acids ACDEFGHIKLMNPQRSTVWY and non-standard BZJUOX",
     }
     for message in expect:
         assert any(m.startswith(message) for m in messages), (message, messages)
+    assert not any("'nonstd'" in m for m in messages)  # an X is scanned, as the protein readers keep it
     out = capsys.readouterr().out
-    assert "scanned 2 of 7 proteins" in out
-    assert "skipped 5 protein(s): 2 non-standard letter" in out and "1 empty sequence" in out
+    assert "scanned 3 of 7 proteins" in out
+    assert "skipped 4 protein(s): " in out and "1 letter outside the protein alphabet" in out
+    assert "1 empty sequence" in out
     assert "1 shorter than the window" in out and "1 duplicate protein id" in out
     assert "not scanned by some models (shorter than their window): 1 by quickstart" in out
     sites = _read_tsv(Path("bad.tsv"))
-    assert set(sites["protein_id"]) == {"good", "between"}
+    assert set(sites["protein_id"]) == {"good", "nonstd", "between"}
+    nonstd = sites[sites["protein_id"] == "nonstd"]
+    assert set(nonstd["model"]) == {"k2-tiny", "quickstart"} and nonstd["score"].between(0, 1).all()
     assert set(sites.loc[sites["protein_id"] == "between", "model"]) == {"k2-tiny"}
     meta = json.loads(Path("bad.tsv.json").read_text())
-    assert meta["proteins"]["skipped"] == {"non-standard": 2, "empty": 1, "too-short": 1, "duplicate": 1}
-    assert {s["origin"] for s in meta["skipped"]} == {f"{fasta}:{n}" for n in (3, 4, 7, 9, 11, 13)}
+    assert meta["proteins"]["skipped"] == {"invalid-letter": 1, "empty": 1, "too-short": 1, "duplicate": 1}
+    assert {s["origin"] for s in meta["skipped"]} == {f"{fasta}:{n}" for n in (3, 7, 9, 11, 13)}
 
 
+def _by_site(frame: pd.DataFrame, column: str) -> dict[tuple[str, int], float]:
+    """(protein, position) -> value of ``column``."""
+    keys = zip(frame["protein_id"], frame["position"].astype(int), strict=True)
+    return dict(zip(keys, frame[column].astype(float), strict=True))
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_score_the_same_sites_of_a_protein_with_an_x(env):
+    """One '#'-marked FASTA (proteins holding X, U and B): `evaluate` (through the protein reader)
+    and `predict` give the same (protein, position) set and the same scores."""
+    body = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEK"
+    with_x = f"{body[:20]}X{body[20:30]}K#{body[30:]}"
+    fasta = Path("marked-x.fasta")
+    fasta.write_text(
+        f">sp|P10001|WITH_X\n{with_x}\n>P10002 with U and B\nMAK#LLUK{body}BKK#\n>P10003\n{body}K#\n"
+    )
+    model = load_model(env["k2"].info.run_id)
+    evaluation = evaluate_model(model, str(fasta), reader="musite_fasta", data_root=env["root"])
+    table = evaluation.table.frame.assign(score=evaluation.scores)
+    evaluated = _by_site(table, "score")
+    assert set(table["protein_id"]) == {"P10001", "P10002", "P10003"} and table["label"].sum() == 4
+
+    summary = predict_file([model], fasta, Path("marked-x.tsv"), known_sites=True, progress=False)
+    assert summary.proteins_scanned == 3 and not summary.skipped
+    sites = _read_tsv(Path("marked-x.tsv"))
+    predicted = _by_site(sites, "score")
+    assert set(predicted) == set(evaluated)
+    assert max(abs(predicted[k] - evaluated[k]) for k in evaluated) < 1e-6  # the TSV has 6 decimals
+    assert _by_site(sites, "known") == _by_site(table, "label")  # '#' marks read alike
+
+    frame = predict_frame([model], pd.DataFrame({"protein_id": ["P10001"], "sequence": [with_x]}))
+    assert _by_site(frame, "score") == {k: v for k, v in evaluated.items() if k[0] == "P10001"}  # same floats
+
+
+@pytest.mark.slow
 def test_plots_are_capped(env, capsys):
     k_id, h_id = env["k2"].info.run_id, env["h1"].info.run_id
     args = [
@@ -348,6 +393,7 @@ def test_plots_are_capped(env, capsys):
 
 
 # ---------------------------------------------------------------------------- loading
+@pytest.mark.slow
 def test_loading_by_run_id_alias_and_folder_gives_one_model(env, capsys):
     rid = env["k2"].info.run_id
     assert main(["register", rid, "k2-succ", "--alias", "production"]) == 0
@@ -356,7 +402,15 @@ def test_loading_by_run_id_alias_and_folder_gives_one_model(env, capsys):
     registry_copy = Path(
         mlflow.artifacts.download_artifacts("models:/k2-succ@production", dst_path="k2-registry")
     )
-    refs = [rid, f"runs:/{rid}/model", "models:/k2-succ@production", str(folder), str(registry_copy)]
+    refs = [
+        rid,
+        rid[:8],  # a unique prefix
+        f"runs:/{rid}/model",
+        f"runs:/{rid[:8]}/model",
+        "models:/k2-succ@production",
+        str(folder),
+        str(registry_copy),
+    ]
     proteins = pd.DataFrame({"protein_id": ["a", "b"], "sequence": [SMALL.split("\n")[1], "MAKK" * 12]})
     frames = [predict_frame([load_model(ref)], proteins) for ref in refs]
     for frame in frames[1:]:
@@ -364,15 +418,34 @@ def test_loading_by_run_id_alias_and_folder_gives_one_model(env, capsys):
     assert len(frames[0]) == SMALL.split("\n")[1].count("K") + 24
     model = load_model("models:/k2-succ@production")
     assert model.meta["run_id"] == rid and model.window == 33 and model.residues == "K"
-    # the registry's copy is the pyfunc layout; the run's copy also has the plain files on top
-    assert (registry_copy / "MLmodel").is_file() and not (registry_copy / META).exists()
-    assert (folder / META).is_file() and not list(folder.rglob("*.pkl"))
+    # the run stores the package once, inside its pyfunc model: both copies are that layout
+    for copy in (folder, registry_copy):
+        assert (copy / "MLmodel").is_file() and not (copy / META).exists()
+        assert (package_root(copy) / META).is_file() and not list(copy.rglob("*.pkl"))
     with pytest.raises(PtmkitError, match="neither a folder, a run id"):
         load_model("no-such-model")
     with pytest.raises(PtmkitError, match="cannot load model models:/k2-succ@staging"):
         load_model("models:/k2-succ@staging")
 
 
+@pytest.mark.slow
+def test_each_run_stores_its_weights_once(env):
+    """The package lives only inside the run's pyfunc logged model: one weights.pt per run in the
+    store's artifact folders on disk (run artifacts and logged models together)."""
+    client = MlflowClient(env["store"])
+    experiment = client.get_experiment_by_name("predict-tests")
+    location = experiment.artifact_location
+    root = Path(urlparse(location).path) if location.startswith("file:") else Path(location)
+    stored = sorted(root.rglob(WEIGHTS))
+    runs = {env["k2"].info.run_id, env["h1"].info.run_id}
+    assert len(stored) == len(runs), stored
+    assert {json.loads((p.parent / META).read_text())["run_id"] for p in stored} == runs
+    for rid in runs:
+        assert runids.require_model(env["store"], rid) is None  # the logged model counts as the run's
+        assert not any(a.path == "model" for a in client.list_artifacts(rid))  # no plain copy
+
+
+@pytest.mark.slow
 def test_loader_refuses_tampered_or_missing_weights(env, capsys):
     rid = env["k2"].info.run_id
     pristine = Path(mlflow.artifacts.download_artifacts(f"runs:/{rid}/model", dst_path="pristine"))
@@ -383,14 +456,14 @@ def test_loader_refuses_tampered_or_missing_weights(env, capsys):
         return target
 
     tampered = copy("tampered")
-    state = torch.load(tampered / WEIGHTS, weights_only=True)
+    state = torch.load(package_root(tampered) / WEIGHTS, weights_only=True)
     next(iter(state.values())).add_(0.01)
-    torch.save(state, tampered / WEIGHTS)
+    torch.save(state, package_root(tampered) / WEIGHTS)
     with pytest.raises(PtmkitError, match="weights.pt does not match the sha256 recorded in model.json"):
         load_model(tampered)
 
     missing = copy("missing")
-    (missing / WEIGHTS).unlink()
+    (package_root(missing) / WEIGHTS).unlink()
     with pytest.raises(PtmkitError, match="weights file .* is missing"):
         load_model(missing)
 
@@ -401,9 +474,9 @@ def test_loader_refuses_tampered_or_missing_weights(env, capsys):
         ("reformulated", {"cache_key": "0123456789abcdef"}, False),
     ):
         changed = copy(name)
-        meta = json.loads((changed / META).read_text())
+        meta = json.loads((package_root(changed) / META).read_text())
         meta["features"]["onehot"].update(edit)
-        (changed / META).write_text(json.dumps(meta))
+        (package_root(changed) / META).write_text(json.dumps(meta))
         if fails:
             with pytest.raises(PtmkitError, match="feature 'onehot' encodes differently in this install"):
                 load_model(changed)
@@ -413,10 +486,10 @@ def test_loader_refuses_tampered_or_missing_weights(env, capsys):
     # a pickle payload with a matching checksum: torch.load(weights_only=True) never runs it
     evil = copy("evil")
     marker = Path("payload-ran")
-    torch.save(_Payload(str(marker)), evil / WEIGHTS)
-    meta = json.loads((evil / META).read_text())
-    meta["files"][WEIGHTS] = sha256(evil / WEIGHTS)
-    (evil / META).write_text(json.dumps(meta))
+    torch.save(_Payload(str(marker)), package_root(evil) / WEIGHTS)
+    meta = json.loads((package_root(evil) / META).read_text())
+    meta["files"][WEIGHTS] = sha256(package_root(evil) / WEIGHTS)
+    (package_root(evil) / META).write_text(json.dumps(meta))
     with pytest.raises(
         PtmkitError, match=r"not a plain state dict loadable with torch.load\(weights_only=True\)"
     ):
@@ -438,6 +511,7 @@ class _Payload:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.slow
 def test_mlflow_pyfunc_flavour_serves_the_same_table(env):
     """For trusted sources: mlflow.pyfunc.load_model runs the package's entry point."""
     rid = env["k2"].info.run_id
@@ -447,6 +521,30 @@ def test_mlflow_pyfunc_flavour_serves_the_same_table(env):
     got = served.predict(proteins, params={"rule": "val_max_mcc"})
     want = predict_frame([load_model(rid)], proteins, rule="val_max_mcc")
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+
+
+def test_models_logged_by_older_ptmkit_still_serve(env, tmp_path):
+    """Their entry point imports ``ptmkit.packaging.PtmkitPyfunc``: the shim serves the class."""
+    from ptmkit import serving
+    from ptmkit.package import PYFUNC_KEY
+
+    rid = env["k2"].info.run_id
+    copy = mlflow.artifacts.download_artifacts(
+        f"runs:/{rid}/model", dst_path=str(tmp_path / "m"), tracking_uri=env["store"]
+    )
+    code = tmp_path / "ptmkit_pyfunc.py"
+    old = "from ptmkit.packaging import PtmkitPyfunc"
+    code.write_text(serving.ENTRY_POINT.replace("from ptmkit.serving import PtmkitPyfunc", old))
+    assert old in code.read_text()
+    mlflow.set_tracking_uri(env["store"])
+    mlflow.set_experiment("legacy-entry-point")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), artifacts={PYFUNC_KEY: str(package_root(Path(copy)))}
+        )
+    proteins = pd.DataFrame({"protein_id": ["x"], "sequence": ["MAKK" * 12]})
+    got = mlflow.pyfunc.load_model(info.model_uri).predict(proteins)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), predict_frame([load_model(rid)], proteins))
 
 
 # ---------------------------------------------------------------------------- fitted feature state
@@ -498,3 +596,30 @@ class _UnsavedFit(Feature):
 
     def encode(self, table: SiteTable) -> torch.Tensor:
         return torch.zeros(len(table), table.width, 1)
+
+
+# ---------------------------------------------------------------------------- one input path
+def test_marks_and_windows_have_one_parser_and_one_cutter(tmp_path):
+    """ptmkit.fasta parses records and '#' marks, sitetable.windows_at cuts windows, for the protein
+    readers and predict alike; a '#' after no residue is named by its sequence index."""
+    from ptmkit.fasta import MisplacedMark, iter_records, parse_marks
+    from ptmkit.sitetable import windows_at
+
+    assert parse_marks("MKS#LLK#") == ("MKSLLK", [3, 6])
+    assert parse_marks("MKS") == ("MKS", [])
+    for bad, index in (("#MK", 1), ("MK##L", 4)):
+        with pytest.raises(MisplacedMark, match=f"'#' at sequence index {index} follows no residue"):
+            parse_marks(bad)
+    assert windows_at("MKSLLK", [1, 3, 6], 5) == ["--MKS", "MKSLL", "LLK--"]
+    assert window_at("MK", 2, 5) == "-MK--"
+    with pytest.raises(ValueError, match=r"position 7 lies outside the sequence \(1..6\)"):
+        windows_at("MKSLLK", [2, 7], 5)
+    fasta = tmp_path / "x.fa"
+    fasta.write_text("\n>p1 desc\r\nMKS#\n  ll  \n>p2\n\n>p3\nA\n")
+    records = list(iter_records(fasta))
+    assert [(r.header, r.line, r.parts) for r in records] == [
+        ("p1 desc", 2, [(3, "MKS#"), (4, "ll")]),
+        ("p2", 5, []),
+        ("p3", 7, [(8, "A")]),
+    ]
+    assert records[0].seq_line == 3 and records[0].text() == "MKS#ll"

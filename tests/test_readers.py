@@ -10,17 +10,33 @@ from pydantic import ValidationError
 
 from ptmkit import catalog
 from ptmkit.datasets import DatasetInfo, load_source, resolve_data_root
-from ptmkit.errors import DataError, PtmkitError, RecipeError, RegistryError
+from ptmkit.errors import DataError, PtmkitError, RecipeError
 from ptmkit.hooks import get_registry
-from ptmkit.plugin_api import Reader
+from ptmkit.plugin_api import ReadContext, Reader
 from ptmkit.sitetable import COLUMNS, SiteTable, window_at
 
 READERS = ["fasta_fragments", "csv_sites", "posneg_fasta", "protein_sites", "musite_fasta"]
 
 
-def make(name: str, **config: object) -> Reader:
+#: What the core passes a reader in its ReadContext rather than in its config.
+CONTEXT_KEYS = ("task", "residues", "window")
+
+
+class Made:
+    """A reader built from config, read with the context keys given next to the config."""
+
+    def __init__(self, reader: Reader, context: dict[str, object]) -> None:
+        self.reader = reader
+        self.context = context
+
+    def read(self, base: Path) -> SiteTable:
+        return self.reader.read(ReadContext(base=Path(base), **self.context))  # type: ignore[arg-type]
+
+
+def make(name: str, **config: object) -> Made:
     cls = get_registry().get("reader", name).obj
-    return cls(cls.Config(**config))
+    context = {k: config.pop(k) for k in CONTEXT_KEYS if k in config}
+    return Made(cls(cls.Config(**config)), context)
 
 
 def counts(table: SiteTable) -> dict[str, tuple[int, int]]:
@@ -381,12 +397,10 @@ def test_musite_mark_on_wrong_residue(tmp_path: Path) -> None:
 
 def test_config_validation() -> None:
     cls = get_registry().get("reader", "protein_sites").obj
-    with pytest.raises(ValidationError, match="odd"):
-        cls.Config(files={"train": "x"}, residues="K", window=32)
     with pytest.raises(ValidationError, match="Extra inputs"):
-        cls.Config(files={"train": "x"}, residues="K", colour="red")
+        cls.Config(files={"train": "x"}, colour="red")
     with pytest.raises(ValidationError, match="unknown split"):
-        cls.Config(files={"training": "x"}, residues="K")
+        cls.Config(files={"training": "x"})
     frag = get_registry().get("reader", "fasta_fragments").obj
     with pytest.raises(ValidationError, match="label"):
         frag.Config(files={"train": "x"}, header=r"(?P<id>.*)")
@@ -406,14 +420,14 @@ def test_load_catalogue_dataset(data_root: Path) -> None:
         37,
     )
     assert info.paper and info.paper["counts"]["test"] == {"pos": 52, "neg": 52}
-    assert info.paper["uniptms"]["mcc"] == 0.705
+    assert info.paper["reference"]["UniPTMs"]["mcc"] == 0.705
     assert set(table.frame["task"]) == {"N-phosphorylation"}
     assert len(table) == 1128
 
 
-@pytest.mark.parametrize("key", list(catalog.DATASETS))
+@pytest.mark.parametrize("key", [d.id for d in catalog.select("uniptms")])
 def test_catalogue_counts_are_what_the_files_hold(key: str, data_root: Path) -> None:
-    entry = catalog.DATASETS[key]
+    entry = catalog.get(f"uniptms:{key}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # K2's published bad site
         table, info = load_source(entry.name, base_dir=Path("."), data_root=data_root)
@@ -433,9 +447,9 @@ def test_catalogue_window_crops_fragments(data_root: Path) -> None:
 
 def test_catalogue_k2_warns_and_uses_window(data_root: Path) -> None:
     with pytest.warns(UserWarning) as record:
-        table, info = load_source("uniptms:K2", base_dir=Path("."), data_root=data_root, window=15, task="K2")
+        table, info = load_source("uniptms:K2", base_dir=Path("."), data_root=data_root, window=15)
     assert info.window == table.width == 15
-    assert set(table.frame["task"]) == {"K2"}
+    assert set(table.frame["task"]) == {"succinylation"}
     assert len(table.meta["bad_sites"]) == 1
     assert any("P15559 307" in str(w.message) for w in record)
 
@@ -474,16 +488,26 @@ def test_mapping_source(data_root: Path) -> None:
 
 
 def test_mapping_errors(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match=r"^data\.source\.files: Field required"):
+    with pytest.raises(RecipeError, match=r"\n  data\.source\.files: Field required"):
         load_source({"reader": "fasta_fragments"}, base_dir=tmp_path, data_root=tmp_path)
-    with pytest.raises(RecipeError, match=r"data\.source\.window: Value error, window must"):
+    with pytest.raises(RecipeError, match=r"data\.source\.window: window must be a positive odd width"):
         load_source(
             {"reader": "protein_sites", "files": {"train": "x"}, "residues": "K", "window": 4},
             base_dir=tmp_path,
             data_root=tmp_path,
         )
-    with pytest.raises(RegistryError, match="Did you mean 'csv_sites'"):
+    with pytest.raises(
+        RecipeError, match=r"data\.source\.reader: unknown reader plugin 'csv_site'.*Did you mean 'csv_sites'"
+    ):
         load_source({"reader": "csv_site"}, base_dir=tmp_path, data_root=tmp_path)
+    with pytest.raises(
+        RecipeError, match=r"data\.source\.header_regex: unknown key for 'csv_sites'; valid keys: .*delimiter"
+    ):
+        load_source(
+            {"reader": "csv_sites", "files": {"train": "x"}, "header_regex": "x"},
+            base_dir=tmp_path,
+            data_root=tmp_path,
+        )
     with pytest.raises(RecipeError, match="reader"):
         load_source({"files": {}}, base_dir=tmp_path, data_root=tmp_path)
 

@@ -27,6 +27,7 @@ def test_sweep_validates_every_variant_up_front(tmp_path):
         sweeps.load(bad)
 
 
+@pytest.mark.slow
 def test_sweep_runs_nested_and_prints_the_table(workdir, capsys):
     sweep = workdir / "s.yaml"
     sweep.write_text(f"""\

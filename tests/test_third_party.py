@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ptmkit-plugin-example"
 RECIPE = EXAMPLE / "recipes" / "h1-cksaap.yaml"
 DIST = "ptmkit-plugin-example"
+pytestmark = pytest.mark.slow  # every test needs a pip install (the fast lane skips them)
 EXAMPLE_PLUGINS = {
     ("feature", "cksaap"),
     ("fusion", "gated_sum"),
@@ -129,8 +130,9 @@ def test_after_uninstall_the_recipe_fails_with_a_clear_message(example_installed
 
 
 # ---------------------------------------------------------------------------- broken packages
-def _distribution(root: Path, dist: str, body: str, api: int = 1) -> Path:
-    """A minimal plugin distribution (pyproject + one module) with ``body`` as its hook's code."""
+def _distribution(root: Path, dist: str, body: str, api: int = 1, source: str | None = None) -> Path:
+    """A minimal plugin distribution (pyproject + one module) with ``body`` as its hook's code
+    (plugin API 1 style), or with ``source`` as the whole module."""
     module = dist.replace("-", "_")
     folder = root / dist
     (folder / module).mkdir(parents=True)
@@ -153,6 +155,9 @@ def _distribution(root: Path, dist: str, body: str, api: int = 1) -> Path:
             """
         )
     )
+    if source is not None:
+        (folder / module / "__init__.py").write_text(textwrap.dedent(source))
+        return folder
     (folder / module / "__init__.py").write_text(
         textwrap.dedent(
             f"""\
@@ -182,9 +187,29 @@ def _distribution(root: Path, dist: str, body: str, api: int = 1) -> Path:
     return folder
 
 
+#: A plugin API 2 package: the class is marked by decorator, no hook, an old name kept as alias.
+DECORATED = """\
+    import torch
+
+    from ptmkit.api import Feature, register
+
+    PTMKIT_API_VERSION = 2
+
+
+    @register.feature("tp_decorated", aliases=("tp_old_name",))
+    class Ones(Feature):
+        \"\"\"A constant feature, registered by decorator.\"\"\"
+
+        dim = 1
+
+        def encode(self, table):
+            return torch.ones(len(table), table.width, 1)
+    """
+
+
 @pytest.fixture(scope="module")
 def broken_site(tmp_path_factory) -> Path:
-    """Four throwaway distributions pip-installed into a private folder (for PYTHONPATH)."""
+    """Five throwaway distributions pip-installed into a private folder (for PYTHONPATH)."""
     root = tmp_path_factory.mktemp("dists")
     dists = [
         _distribution(root, "ptmkit-test-good", 'registry.feature("tp_good", Ones)\n'),
@@ -198,7 +223,8 @@ def broken_site(tmp_path_factory) -> Path:
             "ptmkit-test-duplicate",
             'registry.feature("tp_duplicate", Ones)\nregistry.feature("onehot", Ones)\n',
         ),
-        _distribution(root, "ptmkit-test-futureapi", 'registry.feature("tp_future", Ones)\n', api=2),
+        _distribution(root, "ptmkit-test-futureapi", 'registry.feature("tp_future", Ones)\n', api=3),
+        _distribution(root, "ptmkit-test-decorated", "", source=DECORATED),
     ]
     site = root / "site"
     pip_install(*dists, extra=("--target", str(site)))
@@ -227,10 +253,26 @@ def test_broken_packages_are_reported_by_distribution_and_spare_the_others(broke
         "plugin 'onehot': registered by ptmkit 0.1.0 (as feature) and by ptmkit-test-duplicate 0.3.1"
     ) in err
     assert (
-        "plugin package 'ptmkit-test-futureapi' was not loaded: built for ptmkit plugin API 2, "
-        "but this ptmkit provides API 1; upgrade the plugin package or ptmkit"
+        "plugin package 'ptmkit-test-futureapi' was not loaded: built for ptmkit plugin API 3, "
+        "but this ptmkit provides API 2 (and still loads API 1); upgrade the plugin package or ptmkit"
     ) in err
     assert "ptmkit-test-good" not in err
+    # plugin API 2 style: registered by decorator, the old name listed as an alias
+    decorated = rows[("feature", "tp_decorated")]
+    assert (decorated["distribution"], decorated["aliases"]) == ("ptmkit-test-decorated", "tp_old_name")
+    assert "ptmkit-test-decorated" not in err
+
+
+def test_an_old_plugin_name_in_a_recipe_still_works_with_a_warning(broken_site, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "data: {source: uniptms:H1}\n"
+        "features: {x: {type: tp_old_name}}\n"
+        "model: {nodes: {head: {type: mlp_head, inputs: [x]}}}\n"
+    )
+    done = ptmkit("validate", str(recipe), env={"PYTHONPATH": str(broken_site)})
+    assert done.returncode == 0, done.stderr
+    assert "feature plugin 'tp_old_name' is deprecated, renamed to 'tp_decorated'" in done.stderr
 
 
 def test_a_recipe_naming_a_broken_packages_plugin_says_which_failed(broken_site, tmp_path):

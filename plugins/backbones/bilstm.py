@@ -9,9 +9,11 @@ from pydantic import Field
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, PluginConfig
 
 
+@register.backbone("bilstm")
 class BiLSTM(GraphModule):
     """Bidirectional LSTM over the window; out = 2 * hidden, zero at padding positions.
 

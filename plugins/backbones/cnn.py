@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 
@@ -34,6 +35,7 @@ class _Block(nn.Module):
         return h * keep
 
 
+@register.backbone("cnn")
 class MultiKernelCNN(GraphModule):
     """Stacked multi-kernel 1-D conv blocks; out = channels * len(kernel_sizes), zero at padding.
 

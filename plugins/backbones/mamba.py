@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, PluginConfig
 
 from .selective_scan import DEFAULT_CHUNK, cuda_scan_status, cuda_selective_scan, selective_scan
@@ -146,6 +147,7 @@ def _norm(kind: str, dim: int) -> nn.Module:
     return RMSNorm(dim) if kind == "rms" else nn.LayerNorm(dim)
 
 
+@register.backbone("mamba")
 class Mamba(GraphModule):
     """Stacked Mamba (S6) blocks, bidirectional by default; out = d_model, zero at padding.
 

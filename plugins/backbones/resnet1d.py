@@ -8,6 +8,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 
@@ -66,6 +67,7 @@ class _Block(nn.Module):
         return torch.relu(x + self.norm2(h, keep)) * keep
 
 
+@register.backbone("resnet1d")
 class ResNet1d(GraphModule):
     """Stacked 1-D residual conv blocks with dilations; out = channels, zero at padding.
 

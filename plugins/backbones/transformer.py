@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, PluginConfig
 
 
@@ -23,6 +24,7 @@ def sinusoidal(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)[..., :dim]
 
 
+@register.backbone("transformer")
 class Transformer(GraphModule):
     """Pre-norm Transformer encoder over the window; out = d_model, zero at padding positions.
 

@@ -8,6 +8,7 @@ from Bio.Align import substitution_matrices
 from pydantic import Field, field_validator
 
 from ptmkit.alphabet import STANDARD, UNKNOWN_INDEX
+from ptmkit.api import register
 from ptmkit.plugin_api import Feature, PluginConfig
 from ptmkit.sitetable import SiteTable
 
@@ -24,6 +25,7 @@ def blosum62_table() -> np.ndarray:
     return lut
 
 
+@register.feature("blosum62")
 class Blosum62(Feature):
     """BLOSUM62 row of each residue, D=20 (columns in ``STANDARD`` order).
 

@@ -7,12 +7,14 @@ from pydantic import Field, field_validator
 from torch.nn.functional import one_hot
 
 from ptmkit.alphabet import N_SYMBOLS, PAD_INDEX, STANDARD
+from ptmkit.api import register
 from ptmkit.plugin_api import Feature, PluginConfig
 from ptmkit.sitetable import SiteTable
 
 from ._common import codes
 
 
+@register.feature("eaac")
 class EAAC(Feature):
     """Composition of the k-residue sub-window centred on each position, D=20 (``STANDARD``).
 

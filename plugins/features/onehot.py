@@ -9,12 +9,14 @@ import torch
 from pydantic import Field
 
 from ptmkit.alphabet import STANDARD, UNKNOWN_INDEX
+from ptmkit.api import register
 from ptmkit.plugin_api import Feature, PluginConfig
 from ptmkit.sitetable import SiteTable
 
 from ._common import codes, empty_lut, lookup
 
 
+@register.feature("onehot")
 class OneHot(Feature):
     """One-hot residue identity, D=20 (columns in ``STANDARD`` order ``ACDEFGHIKLMNPQRSTVWY``).
 

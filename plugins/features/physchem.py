@@ -10,6 +10,7 @@ from aaindex import aaindex1
 from pydantic import Field, field_validator
 
 from ptmkit.alphabet import STANDARD
+from ptmkit.api import register
 from ptmkit.plugin_api import Feature, PluginConfig
 from ptmkit.sitetable import SiteTable
 
@@ -66,6 +67,7 @@ def aaindex_table(indices: tuple[str, ...]) -> np.ndarray:
     return lut
 
 
+@register.feature("aaindex")
 class AAindex(Feature):
     """AAindex1 physicochemical indices of each residue, D = number of indices (13 by default).
 

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from ptmkit import embcache
+from ptmkit.api import register
 from ptmkit.plugin_api import Feature, PluginConfig
 from ptmkit.sitetable import SiteTable
 
@@ -250,6 +251,7 @@ def _hf_source(ref: ModelRef, feature: PlmFeature) -> str:
     return f"hub:{ref.hub_id}@{commit}"
 
 
+@register.feature("esm2")
 class Esm2(PlmFeature):
     """ESM-2 per-residue embeddings (transformers ``EsmModel`` or a fair-esm ``.pt``), D = hidden size.
 
@@ -337,6 +339,7 @@ PROTT5_DIMS = {
 }
 
 
+@register.feature("prott5")
 class ProtT5(PlmFeature):
     """ProtT5 per-residue embeddings (transformers ``T5EncoderModel`` + ``T5Tokenizer``), D = 1024.
 
@@ -392,6 +395,7 @@ class ProtT5(PlmFeature):
         )
 
 
+@register.feature("hf_encoder")
 class HFEncoder(PlmFeature):
     """Any Hugging Face protein encoder declared by config (ProtBERT, Ankh, ...), D from its config.
 
@@ -469,6 +473,7 @@ class HFEncoder(PlmFeature):
         )
 
 
+@register.feature("ember2")
 class Ember2(Feature):
     """EMBER2 structural embeddings: declared so recipes validate, not computable in ptmkit yet.
 

@@ -7,6 +7,7 @@ import torch
 from pydantic import Field
 
 from ptmkit.alphabet import STANDARD
+from ptmkit.api import register
 from ptmkit.plugin_api import Feature, PluginConfig
 from ptmkit.sitetable import SiteTable
 
@@ -32,6 +33,7 @@ def chou_table() -> np.ndarray:
     return lut
 
 
+@register.feature("pseaac")
 class PseAAC(Feature):
     """Chou's three properties plus sequence-order correlations per residue, D = 3 + lags.
 

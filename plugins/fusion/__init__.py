@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ptmkit.registry import Registrar
-
 from .attention import ChannelAttention, CrossAttention, SelfAttention
 from .basic import Add, Concat
 from .bgca import BGCA
@@ -13,17 +11,16 @@ from .ldfn import LDFN
 from .macp import MACP
 from .project import Project
 
-
-def register(registry: Registrar) -> None:
-    """Register every built-in fusion plugin."""
-    registry.fusion("concat", Concat)
-    registry.fusion("add", Add)
-    registry.fusion("bgca", BGCA)
-    registry.fusion("ldfn", LDFN)
-    registry.fusion("macp", MACP)
-    registry.fusion("bhgfn", BHGFN)
-    registry.fusion("hdwf", HDWF)
-    registry.fusion("cross_attention", CrossAttention)
-    registry.fusion("channel_attention", ChannelAttention)
-    registry.fusion("self_attention", SelfAttention)
-    registry.fusion("project", Project)
+__all__ = [
+    "Add",
+    "BGCA",
+    "BHGFN",
+    "ChannelAttention",
+    "Concat",
+    "CrossAttention",
+    "HDWF",
+    "LDFN",
+    "MACP",
+    "Project",
+    "SelfAttention",
+]

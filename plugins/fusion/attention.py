@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, PluginConfig
 
 from .basic import _check_count
@@ -92,6 +93,7 @@ def _aligned(in_dim: int, dim: int) -> nn.Module:
 # ---------------------------------------------------------------------------- cross_attention
 
 
+@register.fusion("cross_attention")
 class CrossAttention(GraphModule):
     """Bidirectional multi-head cross-attention of two inputs (a->b and b->a), residual + LN.
 
@@ -134,6 +136,7 @@ class CrossAttention(GraphModule):
 # -------------------------------------------------------------------------- channel_attention
 
 
+@register.fusion("channel_attention")
 class ChannelAttention(GraphModule):
     """Concatenated inputs reweighted per channel by squeeze-and-excitation, optional projection.
 
@@ -180,6 +183,7 @@ class ChannelAttention(GraphModule):
 # ----------------------------------------------------------------------------- self_attention
 
 
+@register.fusion("self_attention")
 class SelfAttention(GraphModule):
     """Concatenated inputs projected to ``dim``, then masked multi-head self-attention, residual + LN.
 

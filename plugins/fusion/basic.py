@@ -13,6 +13,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, PluginConfig
 
 
@@ -26,6 +27,7 @@ def _check_count(name: str, n_inputs: tuple[int, int | None], in_dims: list[int]
         raise ValueError(f"{name} needs inputs of size >= 1, got {in_dims}")
 
 
+@register.fusion("concat")
 class Concat(GraphModule):
     """Concatenate inputs along the feature axis: out = sum of input dims."""
 
@@ -43,6 +45,7 @@ class Concat(GraphModule):
         return torch.cat(inputs, dim=-1)
 
 
+@register.fusion("add")
 class Add(GraphModule):
     """Element-wise sum of inputs; optionally project mismatched sizes to a common ``dim`` first."""
 

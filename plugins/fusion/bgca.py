@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -95,6 +96,7 @@ class MultiScaleConv(nn.Module):
 # ---------------------------------------------------------------------------------------- BGCA
 
 
+@register.fusion("bgca")
 class BGCA(GraphModule):
     """Bidirectional gated cross-attention of two embeddings (UniPTMs BGCA); out = ``dim``.
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .basic import _check_count
@@ -91,6 +92,7 @@ def dynamic_conv(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return y.reshape(n, d, w).transpose(1, 2)
 
 
+@register.fusion("bhgfn")
 class BHGFN(GraphModule):
     """Master-slave mid fusion (UniPTMs BHGFN): asymmetric cross-attention, gates, dynamic conv."""
 

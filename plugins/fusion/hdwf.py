@@ -53,12 +53,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .basic import _check_count
 from .bhgfn import attention_weights, masked_mean, merge_heads, split_heads
 
 
+@register.fusion("hdwf")
 class HDWF(GraphModule):
     """Master-slave late fusion (UniPTMs HDWF): channel/spatial weighting, dynamic-temperature attention."""
 

@@ -8,11 +8,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .bgca import MultiScaleConv, check_inputs, masked_attention
 
 
+@register.fusion("ldfn")
 class LDFN(GraphModule):
     """Low-dimensional fusion of M >= 2 features (UniPTMs LDFN); out = ``dim``.
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, PluginConfig
 
 from .attention import masked_max, masked_mean, zero_padding
@@ -107,6 +108,7 @@ class _Deep(nn.Module):
         return f2 * (a_c * a_s)
 
 
+@register.fusion("macp")
 class MACP(GraphModule):
     """Multi-scale adaptive convolution pyramid: shallow -> middle -> deep; out = deep, all size dim.
 

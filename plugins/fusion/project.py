@@ -14,6 +14,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 from .basic import _check_count
@@ -21,6 +22,7 @@ from .basic import _check_count
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
+@register.fusion("project")
 class Project(GraphModule):
     """Linear to ``dim``, optional residual conv block, LayerNorm, dropout; zero at padding.
 

@@ -10,10 +10,12 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.api import register
+from ptmkit.plugin_api import Head, PluginConfig
 
 
-class MLPHead(GraphModule):
+@register.head("mlp_head")
+class MLPHead(Head):
     """Pool the window to one vector, then an MLP -> logits [N, tasks] and an embedding.
 
     Pooling: ``center`` takes position W // 2 (the modified site); ``mean`` and ``max`` use

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ptmkit.api import register
 from ptmkit.plugin_api import Loss, PluginConfig
 
 
@@ -46,6 +47,7 @@ class _BinaryLoss(Loss):
         return x
 
 
+@register.loss("bce")
 class BCELoss(_BinaryLoss):
     """Binary cross-entropy with logits (mean over examples)."""
 
@@ -57,6 +59,7 @@ class BCELoss(_BinaryLoss):
         return F.binary_cross_entropy_with_logits(x, labels.to(x.dtype))
 
 
+@register.loss("weighted_ce")
 class WeightedCELoss(_BinaryLoss):
     """BCE with positives up-weighted by ``pos_weight`` (``auto`` = n_negative / n_positive).
 
@@ -103,6 +106,7 @@ class WeightedCELoss(_BinaryLoss):
         )
 
 
+@register.loss("focal")
 class FocalLoss(_BinaryLoss):
     """Sigmoid focal loss (Lin et al. 2017): down-weights easy examples; mean over examples.
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from ptmkit.api import register
 from ptmkit.plugin_api import Loss, PluginConfig
 
 Schedule = Literal["constant", "linear", "cosine", "warmup"]
@@ -246,6 +247,7 @@ class _ContrastiveLoss(Loss):
 
 
 # ----------------------------------------------------------------------------- plugins
+@register.loss("hcl")
 class HierarchicalContrastiveLoss(_ContrastiveLoss):
     """UniPTMs' hierarchical contrastive loss: supervised contrast within levels, InfoNCE across.
 
@@ -292,6 +294,7 @@ class HierarchicalContrastiveLoss(_ContrastiveLoss):
         return self.lam * cont
 
 
+@register.loss("infonce")
 class InfoNCELoss(_ContrastiveLoss):
     """Symmetric InfoNCE between two outputs (views); returns lambda(t) * loss.
 

@@ -15,13 +15,12 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from ptmkit.alphabet import ALLOWED, NONSTANDARD, PAD, STANDARD
+from ptmkit.alphabet import PROTEIN_LETTERS as PROTEIN_LETTERS  # letters of a whole protein
 from ptmkit.errors import DataError
+from ptmkit.fasta import iter_records
 from ptmkit.plugin_api import PluginConfig
 from ptmkit.sitetable import COLUMNS, SPLITS, SiteTable
 from ptmkit.textio import iter_lines
-
-#: Letters a whole protein may contain (padding makes no sense inside a protein).
-PROTEIN_LETTERS = frozenset(STANDARD + NONSTANDARD)
 
 #: Named header regexes (matched with ``re.fullmatch`` against the header after ``>``).
 HEADER_PRESETS: dict[str, str] = {
@@ -82,10 +81,6 @@ class FilesMixin(PluginConfig):
         return value
 
 
-class TaskMixin(PluginConfig):
-    task: str = Field("ptm", description="PTM name written to the task column")
-
-
 def check_pad(value: str | None) -> str | None:
     if value is not None and len(value) != 1:
         raise ValueError("terminal_pad must be a single letter")
@@ -106,9 +101,16 @@ def check_residues(value: str) -> str:
     return value
 
 
-def resolve(base: Path, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base / p
+def first_header(path: Path) -> str | None:
+    """The text after '>' of the first FASTA header, or None when the first non-blank line is
+    not one (or the file cannot be read): for ``Reader.sniff``, which must never raise."""
+    try:
+        for _, line in iter_lines(path):
+            if line.strip():
+                return line.strip()[1:] if line.lstrip().startswith(">") else None
+    except (OSError, EOFError, ValueError, DataError):
+        return None
+    return None
 
 
 def read_lines(path: Path) -> list[str]:
@@ -146,37 +148,16 @@ class FastaRecord:
 
 
 def iter_fasta(path: Path, allowed: frozenset[str] = ALLOWED) -> Iterator[FastaRecord]:
-    """Records of a FASTA file in one pass; sequence lines may wrap. Blank lines are ignored."""
-    lines = read_lines(path)
-    header: str | None = None
-    header_line = seq_line = 0
-    parts: list[str] = []
-    for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        if line[0] == ">":
-            if header is not None:
-                yield _record(path, header, header_line, seq_line, parts)
-            header, header_line, parts = line[1:].rstrip(), number, []
-            continue
-        if header is None:
-            raise DataError("sequence line before any '>' header line", path=path, line=number)
-        seq = line.upper()
-        if not allowed.issuperset(seq):
-            raise bad_character(path, number, line, allowed)
-        if not parts:
-            seq_line = number
-        parts.append(seq)
-    if header is None:  # pragma: no cover - a non-blank file has a header or fails above
-        raise DataError("no '>' header line found", path=path)
-    yield _record(path, header, header_line, seq_line, parts)
-
-
-def _record(path: Path, header: str, line: int, seq_line: int, parts: list[str]) -> FastaRecord:
-    if not parts:
-        raise DataError(f"record '>{header}' has no sequence", path=path, line=line)
-    return FastaRecord(header, line, seq_line, "".join(parts))
+    """Records of a FASTA file in one streaming pass (:func:`ptmkit.fasta.iter_records`); sequence
+    lines may wrap, blank lines are ignored. A letter outside ``allowed`` and a record without
+    sequence are errors naming their line."""
+    for rec in iter_records(path):
+        if not rec.parts:
+            raise DataError(f"record '>{rec.header}' has no sequence", path=path, line=rec.line)
+        for number, text in rec.parts:
+            if not allowed.issuperset(text.upper()):
+                raise bad_character(path, number, text, allowed)
+        yield FastaRecord(rec.header, rec.line, rec.seq_line, rec.text().upper())
 
 
 @dataclass

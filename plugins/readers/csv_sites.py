@@ -8,24 +8,23 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from ptmkit.alphabet import ALLOWED
+from ptmkit.api import register
 from ptmkit.errors import DataError
-from ptmkit.plugin_api import Reader
+from ptmkit.plugin_api import ReadContext, Reader
 from ptmkit.sitetable import SiteTable
 
 from ._common import (
     FilesMixin,
     Rows,
-    TaskMixin,
     WindowChecker,
     bad_character,
     check_pad,
     parse_label,
     read_lines,
-    resolve,
 )
 
 
-class CsvSitesConfig(FilesMixin, TaskMixin):
+class CsvSitesConfig(FilesMixin):
     id_column: str = Field("protein", description="column holding the protein id")
     window_column: str = Field("sequence", description="column holding the window")
     label_column: str = Field("label", description="column holding the 0/1 label")
@@ -58,17 +57,18 @@ class CsvSitesConfig(FilesMixin, TaskMixin):
         return self
 
 
+@register.reader("csv_sites")
 class CsvSites(Reader):
     """CSV/TSV with one window per row; errors name the physical line of the row."""
 
     Config = CsvSitesConfig
 
-    def read(self, base: Path) -> SiteTable:
+    def read(self, context: ReadContext) -> SiteTable:
         cfg: CsvSitesConfig = self.config  # type: ignore[assignment]
-        rows = Rows(cfg.task)
+        rows = Rows(context.task)
         widths = WindowChecker()
         for split, name in cfg.files.items():
-            path = resolve(base, name)
+            path = context.resolve(name)
             widths.start_file()
             self._read_file(path, split, cfg, rows, widths)
         return rows.table()

@@ -6,18 +6,16 @@ position is known only when the header says it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, field_validator, model_validator
 
-from ptmkit.plugin_api import Reader
+from ptmkit.api import register
+from ptmkit.plugin_api import PluginConfig, ReadContext, Reader
 from ptmkit.sitetable import PROTEIN_IDS, SPLITS, SiteTable
 
 from ._common import (
     PRESET_LABELS,
     FilesMixin,
     Rows,
-    TaskMixin,
     WindowChecker,
     check_pad,
     compile_header,
@@ -26,7 +24,6 @@ from ._common import (
     iter_fasta,
     parse_label,
     position_of,
-    resolve,
 )
 
 _PAD_DOC = (
@@ -35,7 +32,7 @@ _PAD_DOC = (
 )
 
 
-class FastaFragmentsConfig(FilesMixin, TaskMixin):
+class FastaFragmentsConfig(FilesMixin):
     header: str = Field(
         "pipe",
         description="preset ('pipe': >id|label|..., 'sign': >+id_pos) or a regex with named "
@@ -76,18 +73,19 @@ class FastaFragmentsConfig(FilesMixin, TaskMixin):
         return self
 
 
+@register.reader("fasta_fragments")
 class FastaFragments(Reader):
     """FASTA of fixed-width windows, label (and maybe id/position) in each header (T1, T2, C1)."""
 
     Config = FastaFragmentsConfig
 
-    def read(self, base: Path) -> SiteTable:
+    def read(self, context: ReadContext) -> SiteTable:
         cfg: FastaFragmentsConfig = self.config  # type: ignore[assignment]
         pattern = compile_header(cfg.header, required=("label",))
-        rows = Rows(cfg.task)
+        rows = Rows(context.task)
         widths = WindowChecker()
         for split, name in cfg.files.items():
-            path = resolve(base, name)
+            path = context.resolve(name)
             widths.start_file()
             for rec in iter_fasta(path):
                 match = header_match(pattern, rec.header, path, rec.line)
@@ -101,7 +99,7 @@ class FastaFragments(Reader):
         return rows.table(meta={PROTEIN_IDS: proteins})
 
 
-class PosNegFastaConfig(TaskMixin):
+class PosNegFastaConfig(PluginConfig):
     positive: str = Field(description="FASTA file of positive windows, relative to the recipe")
     negative: str = Field(description="FASTA file of negative windows, relative to the recipe")
     split: str = Field("unsplit", description="split every row belongs to (train/test/unsplit)")
@@ -131,18 +129,19 @@ class PosNegFastaConfig(TaskMixin):
         return value
 
 
+@register.reader("posneg_fasta")
 class PosNegFasta(Reader):
     """Two FASTA files of fixed-width windows, labelled by file (K1, C2)."""
 
     Config = PosNegFastaConfig
 
-    def read(self, base: Path) -> SiteTable:
+    def read(self, context: ReadContext) -> SiteTable:
         cfg: PosNegFastaConfig = self.config  # type: ignore[assignment]
         pattern = compile_header(cfg.header)
-        rows = Rows(cfg.task)
+        rows = Rows(context.task)
         widths = WindowChecker()
         for label, name in ((1, cfg.positive), (0, cfg.negative)):
-            path = resolve(base, name)
+            path = context.resolve(name)
             widths.start_file()
             for rec in iter_fasta(path):
                 match = header_match(pattern, rec.header, path, rec.line)

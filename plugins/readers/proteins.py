@@ -1,7 +1,7 @@
 """Readers of whole proteins with marked sites: ``protein_sites`` (K2) and ``musite_fasta``.
 
 Every residue of the target type is a candidate; marked ones are positives, the rest negatives.
-Windows are cut with ``window_at`` and the full sequences kept in ``table.proteins`` for
+Windows are cut with ``windows_at`` and the full sequences kept in ``table.proteins`` for
 protein-level features. A marked site that cannot be a candidate (past the protein end, or not a
 target residue) is an error by default; ``on_bad_site: warn`` drops and records it in
 ``table.meta`` instead, because some published files (K2) contain one and should stay usable.
@@ -16,44 +16,32 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ptmkit.api import register
 from ptmkit.errors import DataError
-from ptmkit.plugin_api import Reader
-from ptmkit.sitetable import SiteTable, window_at
+from ptmkit.fasta import MisplacedMark, parse_marks
+from ptmkit.plugin_api import ReadContext, Reader
+from ptmkit.sitetable import SiteTable, windows_at
 
 from ._common import (
     PROTEIN_LETTERS,
     FilesMixin,
     Rows,
-    TaskMixin,
-    check_residues,
-    check_window,
     compile_header,
+    first_header,
     header_match,
     iter_fasta,
-    resolve,
 )
 
 BadSite = Literal["error", "warn", "skip"]
 
 
-class _ProteinConfig(FilesMixin, TaskMixin):
-    residues: str = Field(description="target residue letter(s), e.g. 'K' or 'ST'")
-    window: int = Field(33, description="odd window width cut around each candidate residue")
+class _ProteinConfig(FilesMixin):
     on_bad_site: BadSite = Field(
         "error",
         description="a marked site that is malformed, past the protein end or on a non-target "
         "residue: 'error', or 'warn'/'skip' to drop it and record it in table.meta",
     )
 
-    @field_validator("residues")
-    @classmethod
-    def _check_residues(cls, value: str) -> str:
-        return check_residues(value)
-
-    @field_validator("window")
-    @classmethod
-    def _check_window(cls, value: int) -> int:
-        return check_window(value)
 
 
 class _Sites:
@@ -66,17 +54,20 @@ class _Sites:
         "malformed_sites": "not of the form '#position'",
     }
 
-    def __init__(self, cfg: _ProteinConfig) -> None:
+    def __init__(self, cfg: _ProteinConfig, context: ReadContext, window: int) -> None:
         self.cfg = cfg
-        self.rows = Rows(cfg.task)
+        self.residues = context.residues or ""
+        self.window = window
+        self.on_bad_site = context.on_bad_site or cfg.on_bad_site
+        self.rows = Rows(context.task)
         self.proteins: dict[str, str] = {}
         self.problems: dict[str, list[dict[str, object]]] = {k: [] for k in self.KINDS}
         self.listed: dict[str, int] = {}
-        self._candidate = re.compile(f"[{cfg.residues}]")
+        self._candidate = re.compile(f"[{self.residues}]")
 
     def problem(self, kind: str, message: str, path: Path, line: int, **info: object) -> None:
         """Raise (on_bad_site: error) or record a mark that cannot be used."""
-        if self.cfg.on_bad_site == "error":
+        if self.on_bad_site == "error":
             raise DataError(
                 f"{message}; set on_bad_site: warn to drop such marks and report them",
                 path=path,
@@ -93,7 +84,7 @@ class _Sites:
                 line=line,
             )
         self.listed[split] = self.listed.get(split, 0) + len(marked)
-        residues, n = self.cfg.residues, len(seq)
+        residues, n = self.residues, len(seq)
         positives: set[int] = set()
         for pos in marked:
             if pos > n:
@@ -112,14 +103,13 @@ class _Sites:
                 )
             else:
                 positives.add(pos)
-        origin, width = f"{path}:{line}", self.cfg.window
-        for match in self._candidate.finditer(seq):
-            pos = match.start() + 1
-            window = window_at(seq, pos, width)
+        origin, width = f"{path}:{line}", self.window
+        candidates = [match.start() + 1 for match in self._candidate.finditer(seq)]
+        for pos, window in zip(candidates, windows_at(seq, candidates, width), strict=True):
             self.rows.add(protein, pos, window, int(pos in positives), split, origin)
 
     def table(self) -> SiteTable:
-        if self.cfg.on_bad_site == "warn":
+        if self.on_bad_site == "warn":
             for kind, what in self.KINDS.items():
                 store = self.problems[kind]
                 if not store:
@@ -157,17 +147,27 @@ class ProteinSitesConfig(_ProteinConfig):
         return value
 
 
+@register.reader("protein_sites")
 class ProteinSites(Reader):
     """Whole proteins; the header lists 1-based positive positions after '#' (K2)."""
 
     Config = ProteinSitesConfig
+    requires = ("residues",)
+    cuts_windows = True
+    default_window = 33
 
-    def read(self, base: Path) -> SiteTable:
+    @classmethod
+    def sniff(cls, path: Path) -> int:
+        """2 when the first header carries '#position' tokens (K2 style), else 0."""
+        header = first_header(path)
+        return 2 if header and any(t[:1] == "#" and t[1:].isdigit() for t in header.split()) else 0
+
+    def read(self, context: ReadContext) -> SiteTable:
         cfg: ProteinSitesConfig = self.config  # type: ignore[assignment]
         pattern = compile_header(cfg.header, required=("id", "sites"))
-        sites = _Sites(cfg)
+        sites = _Sites(cfg, context, context.window or self.default_window or 33)
         for split, name in cfg.files.items():
-            path = resolve(base, name)
+            path = context.resolve(name)
             for rec in iter_fasta(path, PROTEIN_LETTERS):
                 match = header_match(pattern, rec.header, path, rec.line)
                 protein = match.group("id")
@@ -196,31 +196,36 @@ class MusiteFastaConfig(_ProteinConfig):
         return value
 
 
+@register.reader("musite_fasta")
 class MusiteFasta(Reader):
     """Whole proteins with '#' after each modified residue (MusiteDeep), e.g. ``MKS#LLK#``."""
 
     Config = MusiteFastaConfig
+    requires = ("residues",)
+    cuts_windows = True
+    default_window = 33
 
-    def read(self, base: Path) -> SiteTable:
+    @classmethod
+    def sniff(cls, path: Path) -> int:
+        """1 for any FASTA file (sites marked by '#' in the sequence, or none marked)."""
+        return 1 if first_header(path) is not None else 0
+
+    def read(self, context: ReadContext) -> SiteTable:
         cfg: MusiteFastaConfig = self.config  # type: ignore[assignment]
         pattern = compile_header(cfg.header, required=("id",))
-        sites = _Sites(cfg)
+        sites = _Sites(cfg, context, context.window or self.default_window or 33)
         allowed = PROTEIN_LETTERS | {"#"}
         for split, name in cfg.files.items():
-            path = resolve(base, name)
+            path = context.resolve(name)
             for rec in iter_fasta(path, allowed):
                 match = header_match(pattern, rec.header, path, rec.line)
-                marked_seq = rec.sequence
-                marked: list[int] = []
-                for n_before, hit in enumerate(re.finditer("#", marked_seq)):
-                    i = hit.start()
-                    if i == 0 or marked_seq[i - 1] == "#":
-                        raise DataError(
-                            f"'#' at sequence index {i + 1} does not follow a residue",
-                            path=path,
-                            line=rec.line,
-                        )
-                    marked.append(i - n_before)  # 1-based position of the residue before '#'
-                seq = marked_seq.replace("#", "")
+                try:
+                    seq, marked = parse_marks(rec.sequence)
+                except MisplacedMark as exc:
+                    raise DataError(
+                        f"'#' at sequence index {exc.index} does not follow a residue",
+                        path=path,
+                        line=rec.line,
+                    ) from None
                 sites.add(match.group("id"), seq, marked, split, path, rec.line)
         return sites.table()

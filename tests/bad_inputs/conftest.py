@@ -16,7 +16,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ptmkit import recipe as recipes
     from ptmkit.featurize import build_features
     from ptmkit.graph import ModelGraph, used_features
-    from ptmkit.packaging import write_package
+    from ptmkit.package import write_package
 
     recipe = recipes.load(ROOT / "experiments/quickstart.yaml", ["model.nodes.encoder.hidden=4"])
     features = build_features(recipe, used_features(recipe))

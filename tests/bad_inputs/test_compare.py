@@ -94,6 +94,7 @@ def _registered(uri: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- ids round-trip
+@pytest.mark.slow
 def test_compare_ids_round_trip_into_predict_from_another_folder(store, capsys, tmp_path, monkeypatch):
     rows = _compare(capsys, store["uri"], *QS)
     by_id = {r["run_id"]: r for r in rows}
@@ -109,6 +110,7 @@ def test_compare_ids_round_trip_into_predict_from_another_folder(store, capsys, 
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_full_ids_and_a_longer_prefix_is_as_good(store, capsys, tmp_path, monkeypatch):
     rows = _compare(capsys, store["uri"], "--full-ids")
     assert {store["real"][1], store["real"][2], *store["twins"]} <= {r["run_id"] for r in rows}
@@ -119,6 +121,7 @@ def test_full_ids_and_a_longer_prefix_is_as_good(store, capsys, tmp_path, monkey
     assert code == 0 and "104 sites" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_compare_lengthens_ids_that_share_eight_digits(store, capsys):
     rows = _compare(capsys, store["uri"], "--experiment", "meta")
     twins = {r["run_id"] for r in rows if r["run"].startswith("twin")}
@@ -127,6 +130,7 @@ def test_compare_lengthens_ids_that_share_eight_digits(store, capsys):
     assert all(len(i) == 8 for i in others)
 
 
+@pytest.mark.slow
 def test_register_takes_a_prefix(store, capsys):
     assert main(["register", store["real"][1][:8], "h1-quickstart", "--uri", store["uri"]]) == 0
     assert "version 1" in capsys.readouterr().out
@@ -134,6 +138,7 @@ def test_register_takes_a_prefix(store, capsys):
 
 
 # ---------------------------------------------------------------------------- bad run ids
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ref", "expected"),
     [
@@ -153,6 +158,7 @@ def test_bad_run_ids_are_one_line(store, capsys, tmp_path, monkeypatch, ref, exp
     assert not (tmp_path / "out.tsv").exists()
 
 
+@pytest.mark.slow
 def test_unknown_run_names_the_store_and_close_ids(store, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     real = store["real"][1]
@@ -164,6 +170,7 @@ def test_unknown_run_names_the_store_and_close_ids(store, capsys, tmp_path, monk
 
 
 # ---------------------------------------------------------------------------- runs without a model
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
@@ -194,6 +201,7 @@ def test_runs_without_a_model_are_refused_in_one_line(
 
 
 # ---------------------------------------------------------------------------- compare columns
+@pytest.mark.slow
 def test_compare_shows_start_time_and_what_differs(store, capsys):
     rows = _compare(capsys, store["uri"], *QS, "--params", "epochs", "--sort", "epochs")
     assert [r["train.epochs"] for r in rows] == ["1", "2"]  # text ascending
@@ -202,6 +210,7 @@ def test_compare_shows_start_time_and_what_differs(store, capsys):
     assert all(len(s) == 16 and s[4] == "-" and s[13] == ":" for s in started)  # YYYY-MM-DD HH:MM
 
 
+@pytest.mark.slow
 def test_metric_aliases_and_sort_use_the_one_scheme(store, capsys):
     rows = _compare(capsys, store["uri"], *QS, "--metrics", "MCC,tuned_mcc,val_best/ap")
     assert {"test/mcc", "test/tuned_mcc", "val_best/ap"} <= set(rows[0])
@@ -211,6 +220,7 @@ def test_metric_aliases_and_sort_use_the_one_scheme(store, capsys):
     assert aucs == sorted(aucs, reverse=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -230,6 +240,7 @@ def test_unknown_names_are_errors_with_close_matches(store, capsys, extra, expec
 
 
 # ---------------------------------------------------------------------------- MLflow UI
+@pytest.mark.slow
 def test_experiments_open_in_the_training_view(store):
     client = MlflowClient(store["uri"])
     existing = client.get_experiment_by_name("quickstart")  # made before ptmkit ran in it
@@ -243,6 +254,7 @@ def test_experiments_open_in_the_training_view(store):
     assert client.get_experiment(new_id).tags[mlflow_ui.KIND_TAG] == "genai_development"
 
 
+@pytest.mark.slow
 def test_mlflow_ui_shows_the_runs_table_with_test_metrics(store):
     from benchmarks import ui_screenshot
 

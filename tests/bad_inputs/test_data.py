@@ -28,10 +28,9 @@ from mlflow.tracking import MlflowClient
 
 from ptmkit import recipe as recipes
 from ptmkit.cli import main
-from ptmkit.datasets import load_source
+from ptmkit.datasets import load_source, prepare_data
 from ptmkit.errors import DataError, PtmkitError, RecipeError
 from ptmkit.predict import count_records, read_fasta
-from ptmkit.run import prepare_data
 from ptmkit.splits import apply_split_file, assign_splits, dedupe_splits
 
 ROOT = Path(__file__).parents[2]
@@ -210,6 +209,7 @@ def _cut_gzip_fasta() -> bytes:
     return whole[: len(whole) // 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -241,6 +241,7 @@ def test_predict_refuses_bad_fasta_and_keeps_the_old_output(
     assert out.read_text() == "old results\n"  # nothing lost
 
 
+@pytest.mark.slow
 def test_evaluate_directory_source(
     c2_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -415,6 +416,7 @@ def test_windows_labelled_both_ways_in_training_warn(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_label_conflicts_reach_the_cli_as_warning_lines(c2_run: dict[str, Any]) -> None:
     assert (
         "warning: 2 training window(s) are labelled both positive and negative, e.g. "
@@ -534,6 +536,7 @@ def c2_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[st
     return {"run_id": run.info.run_id, "run": run, "uri": uri, "folder": folder, "stderr": done.stderr}
 
 
+@pytest.mark.slow
 def test_runs_splits_file_goes_back_in_as_split_file(
     c2_run: dict[str, Any], data_root: Path, tmp_path: Path
 ) -> None:
@@ -554,6 +557,7 @@ def test_runs_splits_file_goes_back_in_as_split_file(
     )
 
 
+@pytest.mark.slow
 def test_evaluate_rebuilds_the_runs_test_split(
     c2_run: dict[str, Any],
     tmp_path: Path,
@@ -584,6 +588,7 @@ def test_evaluate_rebuilds_the_runs_test_split(
         assert result["metrics"][key] == pytest.approx(logged[f"test/{key}"], abs=1e-9), key
 
 
+@pytest.mark.slow
 def test_evaluate_without_the_runs_store_says_where_it_looked(
     c2_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,7 +23,8 @@ from ptmkit import __version__, metrics
 from ptmkit.cli import main, parser
 from ptmkit.errors import PtmkitError
 from ptmkit.evaluate import check_reader_options
-from ptmkit.packaging import META, WEIGHTS, load_model, sha256
+from ptmkit.model_store import load_model
+from ptmkit.package import META, WEIGHTS, sha256
 
 ROOT = Path(__file__).parents[2]
 
@@ -379,9 +380,14 @@ def test_run_warns_on_a_small_validation_split_and_logs_every_rule(workdir: Path
     assert "val_mcc_smooth threshold" in shown and "val_mcc_bootstrap threshold" in shown
 
 
-def test_the_clis_rule_names_are_the_packages():
-    """cli.py lists the rules itself (importing packaging would load torch for --help)."""
-    from ptmkit.cli import THRESHOLD_RULES
-    from ptmkit.packaging import RULES
+def test_threshold_rule_names_have_one_source():
+    """The rules ``ptmkit run`` computes are the ones the CLI and packages name (ptmkit.thresholds)."""
+    from ptmkit import thresholds
 
-    assert list(THRESHOLD_RULES) == list(RULES)
+    assert set(metrics.THRESHOLD_RULES) == set(thresholds.VALIDATION_RULES)
+    assert (*thresholds.VALIDATION_RULES, thresholds.FIXED_RULE) == thresholds.RULES
+    assert thresholds.RULES[0] == thresholds.DEFAULT_RULE  # predict's default comes first in --help
+    labels, scores = np.array([0, 0, 1, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    chosen = thresholds.choose_all(labels, scores)
+    assert list(chosen) == list(metrics.THRESHOLD_RULES)
+    assert chosen[thresholds.RUN_RULE] == metrics.threshold_max_mcc(labels, scores)

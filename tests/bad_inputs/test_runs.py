@@ -195,6 +195,7 @@ def signalled(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict
     return {"home": home, "cwd": cwd, "db": db, "done": done, "runs": runs, "client": client}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("job", "code", "message", "reason"),
     [
@@ -217,6 +218,7 @@ def test_a_signalled_run_exits_with_its_code_and_is_ended_killed(signalled, job,
     assert epoch - max(m.step for m in history) in (0, 1)  # in progress (or being logged)
 
 
+@pytest.mark.slow
 def test_a_signalled_sweep_ends_the_parent_and_the_running_variant_killed(signalled):
     rc, err = signalled["done"]["sweep"]
     assert rc == 143 and _last_line(err) == "terminated by SIGTERM"
@@ -229,6 +231,7 @@ def test_a_signalled_sweep_ends_the_parent_and_the_running_variant_killed(signal
     assert "second" not in runs  # the sweep stopped; it did not go on to the next variant
 
 
+@pytest.mark.slow
 def test_runs_go_to_the_per_user_store_not_the_working_directory(signalled):
     assert signalled["db"].is_file() and not (signalled["cwd"] / "mlflow.db").exists()
     assert (signalled["home"] / "mlartifacts").is_dir()
@@ -264,6 +267,7 @@ def _compare_rows(capsys, uri: str) -> dict[str, str]:
     return {r["run"]: r["status"] for r in rows}
 
 
+@pytest.mark.slow
 def test_compare_flags_a_run_without_heartbeat_as_stale_and_a_live_one_not(stale_store, capsys, monkeypatch):
     status = _compare_rows(capsys, stale_store["uri"])
     assert status["sigkill"] == "RUNNING (stale)"
@@ -272,6 +276,7 @@ def test_compare_flags_a_run_without_heartbeat_as_stale_and_a_live_one_not(stale
     assert _compare_rows(capsys, stale_store["uri"])["sigkill"] == "RUNNING"
 
 
+@pytest.mark.slow
 def test_mark_stale_dry_run_lists_the_run_and_changes_nothing(stale_store, capsys, monkeypatch):
     monkeypatch.delenv("PTMKIT_STALE_AFTER_S")  # the limit from --older-than instead
     assert main(["runs", "mark-stale", "--uri", stale_store["uri"], "--dry-run", "--older-than", "3"]) == 0
@@ -282,6 +287,7 @@ def test_mark_stale_dry_run_lists_the_run_and_changes_nothing(stale_store, capsy
     assert stale_store["client"].get_run(stale_store["killed"]).info.status == "RUNNING"
 
 
+@pytest.mark.slow
 def test_mark_stale_ends_the_silent_run_failed_and_leaves_the_others(stale_store, capsys):
     client = stale_store["client"]
     experiment = client.get_run(stale_store["killed"]).info.experiment_id
@@ -333,6 +339,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict:
     return {"home": home, "db": home / "mlflow.db", "done": done}
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_on_a_new_store_both_finish(pair):
     for name, (rc, err) in pair["done"].items():
         assert rc == 0, f"{name}: {err[-2000:]}"
@@ -353,6 +360,7 @@ print(tracking.setup(sys.argv[1], "raced"))
 """
 
 
+@pytest.mark.slow
 def test_processes_opening_a_new_store_at_the_same_moment_all_succeed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     go = tmp_path / "go"
@@ -369,6 +377,7 @@ def test_processes_opening_a_new_store_at_the_same_moment_all_succeed(tmp_path):
     assert {e.name for e in MlflowClient(uri).search_experiments()} == {"raced", "Default"}
 
 
+@pytest.mark.slow
 def test_predict_with_uri_from_another_folder_leaves_no_store_there(pair, tmp_path):
     run_id = _runs(pair["db"])["one"]["id"]
     (tmp_path / "p.fasta").write_text(f">p1\n{PROTEIN}\n")

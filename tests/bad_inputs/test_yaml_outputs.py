@@ -158,7 +158,7 @@ def test_alias_bomb_in_a_packaged_recipe(tmp_path, capsys, package):
     shutil.copytree(package, bad)
     (bad / "recipe.yaml").write_text(RECIPE + bomb(key="requires"))
     meta = json.loads((bad / "model.json").read_text())
-    from ptmkit.packaging import sha256
+    from ptmkit.package import sha256
 
     meta["files"]["recipe.yaml"] = sha256(bad / "recipe.yaml")
     (bad / "model.json").write_text(json.dumps(meta))

@@ -1,6 +1,5 @@
-"""The package as ptmkit sees it: its hook, its API version, and its recipe (no data needed)."""
+"""The package as ptmkit sees it: its registrations, its API version, and its recipe (no data needed)."""
 
-import importlib.metadata as md
 from pathlib import Path
 
 import ptmkit
@@ -8,9 +7,9 @@ import torch
 from ptmkit import recipe as recipes
 from ptmkit.featurize import build_features, encode_all, padding_mask
 from ptmkit.graph import ModelGraph
-from ptmkit.hooks import build_registry
 from ptmkit.objective import build_losses
-from ptmkit.registry import Registrar, Registry
+from ptmkit.registry import Registry
+from ptmkit.testing import registry_with
 
 import ptmkit_plugin_example
 
@@ -19,17 +18,13 @@ RECIPE = Path(__file__).parents[1] / "recipes" / "h1-cksaap.yaml"
 
 def registry_with_this_package() -> Registry:
     """ptmkit's built-ins plus this package's entry point, whether or not it is pip-installed."""
-    builtin = [ep for ep in md.entry_points(group="ptmkit") if ep.name == "builtin"]
-    mine = md.EntryPoint("example", "ptmkit_plugin_example", "ptmkit")
-    return build_registry([*builtin, mine])
+    return registry_with("ptmkit_plugin_example", "ptmkit-plugin-example")
 
 
-def test_hook_registers_every_plugin_under_this_distribution():
-    registry = Registry()
-    ptmkit_plugin_example.ptmkit_register(registry=Registrar(registry, "ptmkit-plugin-example", "0.1.0"))
-    found = {(s.kind, s.name): s for s in registry}
+def test_decorated_plugins_register_under_this_distribution():
+    registry = registry_with_this_package()
+    found = {(s.kind, s.name): s for s in registry if s.provider == "ptmkit-plugin-example"}
     assert set(found) == {("feature", "cksaap"), ("fusion", "gated_sum"), ("loss", "label_smoothing_bce")}
-    assert {s.provider for s in found.values()} == {"ptmkit-plugin-example"}
 
 
 def test_built_for_this_ptmkit_plugin_api():

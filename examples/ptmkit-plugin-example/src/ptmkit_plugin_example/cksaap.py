@@ -6,9 +6,16 @@ from typing import Self
 
 import numpy as np
 import torch
-from ptmkit.alphabet import N_SYMBOLS, PAD_INDEX, STANDARD, encode_windows
-from ptmkit.plugin_api import Feature, PluginConfig
-from ptmkit.sitetable import SiteTable
+from ptmkit.api import (
+    N_SYMBOLS,
+    PAD_INDEX,
+    STANDARD,
+    Feature,
+    PluginConfig,
+    SiteTable,
+    encode_windows,
+    register,
+)
 from pydantic import Field, field_validator, model_validator
 
 #: Five physicochemical classes (aliphatic, aromatic, positive, negative, uncharged), the
@@ -16,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 DEFAULT_GROUPS: tuple[str, ...] = ("GAVLMI", "FYW", "KRH", "DE", "STCPNQ")
 
 
+@register.feature("cksaap")
 class CKSAAP(Feature):
     """Composition of k-spaced residue pairs around each position, D = G*G*(gaps+1).
 

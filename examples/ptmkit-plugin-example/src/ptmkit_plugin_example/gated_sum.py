@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from ptmkit.plugin_api import GraphModule, PluginConfig
+from ptmkit.api import GraphModule, PluginConfig, register
 from pydantic import Field
 from torch import nn
 
 
+@register.fusion("gated_sum")
 class GatedSum(GraphModule):
     """Softmax-gated sum of 2+ inputs per position: out = sum_i g_i * P_i(x_i); outputs out, gates.
 

@@ -6,10 +6,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from ptmkit.plugin_api import Loss, PluginConfig
+from ptmkit.api import Loss, PluginConfig, register
 from pydantic import Field
 
 
+@register.loss("label_smoothing_bce")
 class LabelSmoothingBCE(Loss):
     """BCE on logits with targets y * (1 - eps) + eps / 2, so no target is exactly 0 or 1.
 

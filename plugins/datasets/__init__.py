@@ -1,0 +1,7 @@
+"""Built-in dataset plugins: named collections of benchmark presets (``uniptms:H1``)."""
+
+from __future__ import annotations
+
+from .uniptms import UniPTMs
+
+__all__ = ["UniPTMs"]
