@@ -2,7 +2,7 @@
 
 One result row per trained model (dataset, scope, block, model, seed, metrics, phase times,
 peak memory). Tables show mean ± sd over seeds; the paper's rows come from the catalogue
-(``ptmkit.catalog``, which holds the data README's reference numbers).
+(the ``uniptms`` dataset plugin, which holds the data README's reference numbers).
 """
 
 from __future__ import annotations

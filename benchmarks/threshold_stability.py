@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ptmkit import metrics
+from ptmkit import metrics, thresholds
 from ptmkit import recipe as recipes
 from ptmkit import run as runs
 from ptmkit.datasets import prepare_data, resolve_data_root
@@ -110,7 +110,7 @@ def per_seed(rows: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def paired(rows: pd.DataFrame, baseline: str = "val_max_mcc") -> pd.DataFrame:
+def paired(rows: pd.DataFrame, baseline: str = thresholds.RUN_RULE) -> pd.DataFrame:
     """Test MCC of each rule minus ``baseline``'s, seed by seed (same model, same validation set):
     mean +- standard error and how many seeds it was better; the fair way to compare rules."""
     wide = rows.pivot_table(index=["test set", "seed"], columns="rule", values="mcc", sort=False)

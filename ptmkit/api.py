@@ -25,6 +25,7 @@ from .alphabet import (
     NONSTANDARD,
     PAD,
     PAD_INDEX,
+    PROTEIN_LETTERS,
     STANDARD,
     UNKNOWN_INDEX,
     encode_windows,
@@ -32,6 +33,7 @@ from .alphabet import (
 from .catalog import Collection, Dataset, Metrics
 from .embcache import CacheWarning, EmbeddingCache, cache_root, sequence_key
 from .errors import DataError, PtmkitError, RegistryError
+from .fasta import MisplacedMark, Record, iter_records, parse_marks
 from .hooks import hookimpl
 from .plugin_api import (
     Feature,
@@ -44,7 +46,7 @@ from .plugin_api import (
     Reader,
 )
 from .registry import KINDS, Registrar, register
-from .sitetable import COLUMNS, SPLITS, SiteTable, window_at
+from .sitetable import COLUMNS, SPLITS, SiteTable, window_at, windows_at
 
 __all__ = [
     # versions
@@ -65,10 +67,16 @@ __all__ = [
     # data
     "SiteTable",
     "window_at",
+    "windows_at",
+    "iter_records",
+    "Record",
+    "parse_marks",
+    "MisplacedMark",
     "SPLITS",
     "COLUMNS",
     "STANDARD",
     "NONSTANDARD",
+    "PROTEIN_LETTERS",
     "PAD",
     "ALLOWED",
     "UNKNOWN_INDEX",

@@ -108,6 +108,10 @@ def _collection(name: str) -> type[Collection]:
 def get(name: str) -> Dataset:
     """Dataset by ``<collection>:<id>`` (case-insensitive); a clear error otherwise."""
     text = name.strip()
+    if ":" not in text and text.lower() in collections():
+        coll = _collection(text)
+        listed = ", ".join(d.name for d in coll.datasets)
+        raise PtmkitError(f"{text!r} is a dataset collection; name one of its datasets: {listed}")
     if ":" not in text:
         found = collections()
         if len(found) == 1:  # a bare id is unambiguous while one collection is installed

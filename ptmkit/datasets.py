@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -89,27 +87,19 @@ def read_source(
     else:
         base = Path(base_dir)
     reader = source.reader.spec.obj
+    api1 = source.reader.spec.api < 2
+    # an API 1 reader with a window field cuts windows itself, as ptmkit then filled that field
+    cuts = reader.cuts_windows or (api1 and "window" in reader.Config.model_fields)
     want = window if window is not None else source.window
     context = ReadContext(
         base=base,
         task=source.task,
         residues=source.residues or residues or None,
-        window=want if reader.cuts_windows else None,
+        window=want if cuts else None,
         on_bad_site=on_bad_site,
     )
-    plugin = source.reader.build()
-    if _reads_a_base(reader):  # plugin API 1: read(base), its own task/window/residues fields
-        warnings.warn(
-            f"reader {source.reader.spec.name!r} ({source.reader.spec.provider}) implements the plugin "
-            "API 1 read(base); API 2 passes a ReadContext (read(context)): it was called with the "
-            "base folder only, so the recipe's window, task and residues did not reach it",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        table = plugin.read(context.base)
-    else:
-        table = plugin.read(context)
-    if not reader.cuts_windows:
+    table = _read_api1(source, context) if api1 else source.reader.build().read(context)
+    if not cuts:
         table = _apply_window(table, want, source.name)
     found = source.residues or "".join(sorted(set(table.frame["residue"].unique())))
     paper = preset.paper() if preset is not None else None
@@ -117,13 +107,24 @@ def read_source(
     return table, info
 
 
-def _reads_a_base(reader: type) -> bool:
-    """True for a reader written for plugin API 1, whose ``read`` takes the base folder."""
-    try:
-        params = list(inspect.signature(reader.read).parameters)
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2 and params[1] == "base"
+def _read_api1(source: SourceUse, context: ReadContext) -> SiteTable:
+    """A reader of a plugin API 1 package: ``read(base)``, and the context given as the config
+    fields of those names it declares (``residues``, ``task``, ``window``, ``on_bad_site``), as
+    ptmkit filled them before ``ReadContext`` existed."""
+    fields = source.reader.spec.obj.Config.model_fields
+    wanted = {
+        "residues": context.residues,
+        "task": context.task,
+        "window": context.window,
+        "on_bad_site": context.on_bad_site,
+    }
+    settings = source.reader.config.model_dump()
+    explicit = source.reader.config.model_fields_set
+    for key, value in wanted.items():
+        if key in fields and value is not None and (key not in explicit or key in ("window", "on_bad_site")):
+            settings[key] = value
+    config = source.reader.spec.obj.Config(**settings)
+    return source.reader.spec.obj(config).read(context.base)
 
 
 def source_name(reader: str, name: object, settings: Mapping[str, object], where: str) -> str:
@@ -134,7 +135,7 @@ def source_name(reader: str, name: object, settings: Mapping[str, object], where
     """
     if name is not None:
         if not isinstance(name, str) or not name.strip():
-            raise RecipeError(f"{where}.name: expected a non-empty dataset name (got {name!r})")
+            raise RecipeError(f"{where}: expected a non-empty dataset name (got {name!r})")
         return name.strip()
     files = settings.get("files")
     first = next(iter(files.values()), None) if isinstance(files, Mapping) and files else None

@@ -97,7 +97,12 @@ def guess_reader(path: Path) -> str:
     from .hooks import get_registry
 
     registry = get_registry()
-    scored = [(registry.get("reader", n).obj.sniff(path), n) for n in registry.names("reader")]
+    scored = []
+    for name in registry.names("reader"):
+        try:
+            scored.append((int(registry.get("reader", name).obj.sniff(path)), name))
+        except Exception:  # noqa: BLE001 - one plugin's broken sniff must not stop evaluate
+            continue
     best, name = max(scored, key=lambda s: s[0], default=(0, ""))
     if best <= 0:
         raise PtmkitError(

@@ -71,6 +71,14 @@ def iter_records(
     yield Record(header, header_line, parts)
 
 
+def site_token(token: str) -> int | None:
+    """The 1-based position of a ``#37`` header token (K2 style), or None when it is not one."""
+    digits = token[1:]
+    if token[:1] == MARK and digits.isdigit() and int(digits) > 0:
+        return int(digits)
+    return None
+
+
 class MisplacedMark(ValueError):
     """A '#' that follows no residue; ``index`` is its 1-based index in the marked sequence."""
 

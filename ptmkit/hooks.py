@@ -116,7 +116,8 @@ def build_registry(entry_points: list[md.EntryPoint] | None = None) -> Registry:
                 "or give it a @ptmkit.api.hookimpl ptmkit_register(registry) hook"
             )
             continue
-        registrar = Registrar(registry, dist, version, api=getattr(module, "PTMKIT_API_VERSION", API_VERSION))
+        # a package that declares no version predates the declaration: held to API 1 (lenient)
+        registrar = Registrar(registry, dist, version, api=getattr(module, "PTMKIT_API_VERSION", 1))
         try:
             for mark, cls in marked:
                 registrar.add(mark.kind, mark.name, cls, aliases=mark.aliases)

@@ -358,7 +358,7 @@ def read_package(root: Path, ref: str = "", *, device: str | torch.device = "cpu
         raw = safeyaml.load(recipes.read_recipe_text(root / RECIPE), f"model {ref}: {RECIPE}")
         if not isinstance(raw, dict):
             raise PtmkitError(f"model {ref}: {RECIPE} is not a recipe mapping")
-        recipe = recipes.parse(raw, get_registry(), path=None)
+        recipe = recipes.parse(raw, get_registry(), path=None, lenient_source=True)
     except OSError as exc:
         raise PtmkitError(f"model {ref}: cannot read {RECIPE}: {exc}") from None
     except RecipeError as exc:

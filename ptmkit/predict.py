@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .alphabet import NONSTANDARD, PROTEIN_LETTERS, STANDARD
 from .errors import DataError, PtmkitError
-from .fasta import MisplacedMark, iter_records, parse_marks
+from .fasta import MisplacedMark, iter_records, parse_marks, site_token
 from .featurize import encode_all, padding_mask
 from .inference import Encoded, infer
 from .outputs import atomic_open, check_output, check_plot_dir, is_special, write_text
@@ -56,7 +56,6 @@ COLUMNS = ["protein_id", "position", "residue", "ptm_type", "score", "call", "mo
 MAX_WARNINGS = 20
 #: UniProt ``sp|ACC|NAME ...`` -> ACC; otherwise the first word (up to '|', space or '#').
 _ID = re.compile(r"(?:[A-Za-z]+\|)?(?P<id>[^|\s#]+)")
-_SITE_TOKEN = re.compile(r"#(\d+)")
 REASONS = {
     "empty": "empty sequence",
     "invalid-letter": "letter outside the protein alphabet",
@@ -118,7 +117,7 @@ class ProteinChecker:
         if protein_id in self.seen:
             return Skipped(protein_id, origin, "duplicate", f"id already read at {self.seen[protein_id]}")
         self.seen[protein_id] = origin
-        known = [int(t[1:]) for t in rest.split() if _SITE_TOKEN.fullmatch(t)]
+        known = [p for p in map(site_token, rest.split()) if p is not None]
         seq = "".join("".join(p.split()) for _, p in parts).upper()
         try:  # MusiteDeep style: '#' right after each modified residue
             seq, marked = parse_marks(seq)

@@ -489,12 +489,17 @@ def parse_source(
             f"{locate(prefix)}: missing 'reader' (the reader plugin's name; "
             "see ptmkit plugins list --kind reader)"
         )
-    use = _plugin_use(registry, "reader", raw, prefix, locate, set(SOURCE_KEYS) - {"reader"}, "reader")
+    for key in ("ptm", "task"):
+        value = raw.get(key)
+        if key in raw and (not isinstance(value, str) or not value.strip()):
+            raise RecipeError(f"{locate(prefix + (key,))}: expected a non-empty name (got {value!r})")
+    reader_cls = registry.get("reader", str(raw["reader"])).obj if _known(registry, raw["reader"]) else None
+    # a plugin API 1 reader may declare core keys (residues, window, task) as its own config fields
+    own = set(getattr(getattr(reader_cls, "Config", None), "model_fields", {}) or {})
+    reserved = set(SOURCE_KEYS) - {"reader"} - own
+    use = _plugin_use(registry, "reader", raw, prefix, locate, reserved, "reader")
     ptm = raw.get("ptm", raw.get("task", "ptm"))
     task = raw.get("task", ptm)
-    for key, value in (("ptm", ptm), ("task", task)):
-        if not isinstance(value, str) or not value.strip():
-            raise RecipeError(f"{locate(prefix + (key,))}: {key}: expected a non-empty name (got {value!r})")
     residues = _check_residues(raw["residues"], locate(prefix + ("residues",))) if "residues" in raw else ""
     window = _check_window(raw["window"], locate(prefix + ("window",))) if "window" in raw else None
     if "residues" in use.spec.obj.requires and not (residues or data_residues):
@@ -506,8 +511,16 @@ def parse_source(
         window = use.spec.obj.default_window
     from .datasets import source_name
 
-    name = source_name(use.spec.name, raw.get("name"), raw, locate(prefix))
+    name = source_name(use.spec.name, raw.get("name"), raw, locate(prefix + ("name",)))
     return SourceUse(where, use, name, ptm.strip(), task.strip(), residues, window)
+
+
+def _known(registry: Registry, name: object) -> bool:
+    try:
+        registry.get("reader", str(name))
+    except RegistryError:
+        return False
+    return True
 
 
 def raw_locator(locations: dict[Key, str] | None) -> _Locator:
@@ -710,8 +723,14 @@ def parse(
     *,
     path: Path | None = None,
     locations: dict[Key, str] | None = None,
+    lenient_source: bool = False,
 ) -> Recipe:
-    """Validate a resolved recipe mapping against the core schema and every plugin's config."""
+    """Validate a resolved recipe mapping against the core schema and every plugin's config.
+
+    ``lenient_source``: a source that does not resolve here (its reader or dataset plugin is not
+    installed) leaves ``Recipe.source`` None instead of failing: a packaged model is scored
+    without reading its training data, so it must load where its reader is missing.
+    """
     locate = _Locator(locations or {})
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
@@ -725,10 +744,17 @@ def parse(
     data = _validate_section(DataSection, raw["data"], ("data",), locate)
     if data.window is not None:  # caught here, before any data is read: a window needs a centre
         _check_window(data.window, locate(("data", "window")))
-    if data.residues is not None:
-        residues = _check_residues(data.residues, locate(("data", "residues")))
+    if data.residues is not None:  # "" is no filter, as before
+        residues = _check_residues(data.residues, locate(("data", "residues"))) if data.residues else None
         data = data.model_copy(update={"residues": residues})
-    source = parse_source(data.source, registry, locations=locate.locations, data_residues=data.residues)
+    try:
+        source: SourceUse | None = parse_source(
+            data.source, registry, locations=locate.locations, data_residues=data.residues
+        )
+    except RecipeError:
+        if not lenient_source:
+            raise
+        source = None
     train = _validate_section(TrainSection, raw.get("train"), ("train",), locate)
     tracking = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)
 
@@ -806,8 +832,16 @@ def _default_loss(nodes: dict[str, PluginUse], output: Any) -> list[dict[str, An
         if len(sinks) != 1:
             return []
         head = sinks[0]
-    loss = getattr(nodes[head].spec.obj, "default_loss", None)
+    spec = nodes[head].spec
+    loss = getattr(spec.obj, "default_loss", None)
+    if loss is None and spec.kind == "head" and spec.api < 2:
+        loss = API1_DEFAULT_LOSS  # what recipes without losses trained with before heads declared one
     return [{"type": loss}] if isinstance(loss, str) else []
+
+
+#: The loss of a recipe without ``losses:`` whose head comes from a plugin API 1 package (such heads
+#: declare no ``default_loss``); API 2 heads declare their own (``Head.default_loss``).
+API1_DEFAULT_LOSS = "bce"
 
 
 def load(path: str | Path, overrides: list[str] | None = None, registry: Registry | None = None) -> Recipe:

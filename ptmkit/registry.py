@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
+from pydantic import BaseModel
+
 from . import API_VERSION
 from .errors import RegistryError
 
@@ -52,6 +54,7 @@ class PluginSpec:
     provider: str  # distribution that registered it
     version: str
     aliases: tuple[str, ...] = ()  # old names that still resolve to this plugin
+    api: int = API_VERSION  # the plugin API its package was built for (1: readers take read(base))
 
     @property
     def doc(self) -> str:
@@ -200,10 +203,13 @@ def check_plugin(kind: str, name: str, obj: object, where: str, api: int = API_V
         )
     config = getattr(obj, "Config", None)
     if not (isinstance(config, type) and issubclass(config, plugin_api.PluginConfig)):
-        raise RegistryError(
+        message = (
             f"{label} ({_qualified(obj)}) has Config {config!r}, which does not derive from "
             "ptmkit.api.PluginConfig (the pydantic model that refuses unknown recipe keys)"
         )
+        if api >= 2 or not (isinstance(config, type) and issubclass(config, BaseModel)):
+            raise RegistryError(message)
+        warnings.warn(message + "; accepted for plugin API 1", DeprecationWarning, stacklevel=2)
     if kind == "feature" and obj.stateful:
         Feature = plugin_api.Feature
         missing = [m for m in ("export_state", "import_state") if getattr(obj, m) is getattr(Feature, m)]
@@ -347,7 +353,7 @@ class Registrar:
         except (TypeError, ValueError) as exc:
             raise RegistryError(f"{self.provider} {self.version}: {exc}") from None
         check_plugin(kind, name, obj, f"{self.provider} {self.version}", self.api)
-        spec = PluginSpec(kind, name, obj, self.provider, self.version, old)
+        spec = PluginSpec(kind, name, obj, self.provider, self.version, old, self.api)
         if self._registry.add(spec):
             self.added.append(spec)
 

@@ -14,8 +14,10 @@ from ptmkit.assembly import assemble
 from ptmkit.datasets import read_source
 from ptmkit.errors import RecipeError
 from ptmkit.evaluate import guess_reader
-from ptmkit.hooks import get_registry
-from ptmkit.plugin_api import ReadContext
+from ptmkit.hooks import build_registry, get_registry
+from ptmkit.plugin_api import PluginConfig, ReadContext, Reader
+from ptmkit.registry import Registrar
+from ptmkit.sitetable import SiteTable, window_at
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 
@@ -188,3 +190,74 @@ def test_unknown_nested_key_lists_the_nested_sections_keys(tmp_path: Path, capsy
     assert (
         code == 2 and "train.early_stopping.monitr: unknown key; valid keys: monitor, mode, min_delta" in err
     )
+
+
+class _OldConfig(PluginConfig):
+    file: str
+    residues: str
+    task: str = "ptm"
+    window: int = 5
+
+
+class _OldReader(Reader):
+    """A reader as plugin API 1 packages wrote them: read(base), magic residues/task/window fields."""
+
+    Config = _OldConfig
+
+    def read(self, base):  # noqa: ANN001, ANN201 - the API 1 signature
+        cfg = self.config
+        seq = (Path(base) / cfg.file).read_text().strip()
+        records = [
+            {
+                "protein_id": "P1",
+                "position": i + 1,
+                "residue": aa,
+                "window": window_at(seq, i + 1, cfg.window),
+                "label": int(i == 2),
+                "task": cfg.task,
+                "split": "unsplit",
+                "origin": f"{cfg.file}:1",
+            }
+            for i, aa in enumerate(seq)
+            if aa in cfg.residues
+        ]
+        return SiteTable.from_records(records)
+
+
+def test_a_plugin_api_1_reader_still_gets_its_fields_filled(tmp_path: Path) -> None:
+    (tmp_path / "p.txt").write_text("MAKAAKAAS\n")
+    registry = build_registry()
+    Registrar(registry, "ptmkit-old-reader", "0.1", api=1).reader("old_reader", _OldReader)
+    raw = {"reader": "old_reader", "file": "p.txt", "residues": "K", "ptm": "succ"}
+    source = recipes.parse_source(raw, registry)
+    table, info = read_source(source, base_dir=tmp_path, data_root=tmp_path, window=3)
+    assert table.frame[["position", "window", "task"]].values.tolist() == [
+        [3, "AKA", "succ"],
+        [6, "AKA", "succ"],
+    ]
+    assert info.window == 3 and info.residues == "K"
+
+
+def test_a_package_loads_where_its_training_reader_is_missing(tmp_path: Path) -> None:
+    """Scoring never reads the training data: a recipe whose reader is not installed still parses
+    for package loading (its source left unresolved), and strictly otherwise."""
+    raw = yaml.safe_load(RECIPE.format(reader="reader_from_elsewhere", extra="name: toy"))
+    with pytest.raises(RecipeError, match="unknown reader plugin 'reader_from_elsewhere'"):
+        recipes.parse(raw, get_registry())
+    recipe = recipes.parse(raw, get_registry(), lenient_source=True)
+    assert recipe.source is None
+    assert recipe.filled()["data"]["source"]["reader"] == "reader_from_elsewhere"
+    assert assemble(recipe, losses=False).graph.output == "head"
+
+
+def test_a_collection_name_alone_asks_for_one_of_its_datasets() -> None:
+    with pytest.raises(
+        RecipeError, match="'uniptms' is a dataset collection; name one of its datasets: uniptms:T1"
+    ):
+        recipes.parse_source("uniptms", get_registry())
+
+
+def test_empty_data_residues_means_no_filter(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path)
+    path.write_text(path.read_text().replace("data:\n", 'data:\n  residues: ""\n'))
+    assert recipes.load(path).data.residues is None

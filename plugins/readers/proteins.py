@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from ptmkit.api import register
 from ptmkit.errors import DataError
-from ptmkit.fasta import MisplacedMark, parse_marks
+from ptmkit.fasta import MisplacedMark, parse_marks, site_token
 from ptmkit.plugin_api import ReadContext, Reader
 from ptmkit.sitetable import SiteTable, windows_at
 
@@ -160,7 +160,7 @@ class ProteinSites(Reader):
     def sniff(cls, path: Path) -> int:
         """2 when the first header carries '#position' tokens (K2 style), else 0."""
         header = first_header(path)
-        return 2 if header and any(t[:1] == "#" and t[1:].isdigit() for t in header.split()) else 0
+        return 2 if header and any(site_token(t) for t in header.split()) else 0
 
     def read(self, context: ReadContext) -> SiteTable:
         cfg: ProteinSitesConfig = self.config  # type: ignore[assignment]
@@ -173,9 +173,9 @@ class ProteinSites(Reader):
                 protein = match.group("id")
                 marked = []
                 for token in match.group("sites").split():
-                    digits = token[1:]
-                    if token[0] == "#" and digits.isdigit() and int(digits) > 0:
-                        marked.append(int(digits))
+                    position = site_token(token)
+                    if position is not None:
+                        marked.append(position)
                         continue
                     msg = f"site {token!r} of {protein!r} is not '#' and a 1-based position"
                     sites.problem("malformed_sites", msg, path, rec.line, protein_id=protein, token=token)

@@ -14,18 +14,16 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real package folder written by ptmkit's own writer (untrained weights: loading and
     refusing, not quality, are under test). The quickstart recipe with a 4-unit BiLSTM."""
     from ptmkit import recipe as recipes
-    from ptmkit.featurize import build_features
-    from ptmkit.graph import ModelGraph, used_features
+    from ptmkit.assembly import assemble
     from ptmkit.package import write_package
 
     recipe = recipes.load(ROOT / "experiments/quickstart.yaml", ["model.nodes.encoder.hidden=4"])
-    features = build_features(recipe, used_features(recipe))
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    built = assemble(recipe)
     return write_package(
         tmp_path_factory.mktemp("pkg") / "model",
-        model=model,
+        model=built.graph,
         recipe=recipe,
-        features=features,
+        features=built.features,
         dataset="uniptms:H1",
         ptm="N-phosphorylation",
         residues="H",

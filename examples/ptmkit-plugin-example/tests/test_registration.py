@@ -5,9 +5,8 @@ from pathlib import Path
 import ptmkit
 import torch
 from ptmkit import recipe as recipes
-from ptmkit.featurize import build_features, encode_all, padding_mask
-from ptmkit.graph import ModelGraph
-from ptmkit.objective import build_losses
+from ptmkit.assembly import assemble
+from ptmkit.inference import encode
 from ptmkit.registry import Registry
 from ptmkit.testing import registry_with
 
@@ -36,14 +35,14 @@ def test_built_for_this_ptmkit_plugin_api():
 
 def test_example_recipe_validates_and_trains_one_step(table_of):
     recipe = recipes.load(RECIPE, registry=registry_with_this_package())
-    features = build_features(recipe, list(recipe.features))
-    model = ModelGraph(recipe, {n: f.dim for n, f in features.items()})
+    built = assemble(recipe)  # features, graph and losses, as `ptmkit run` builds them
+    model = built.graph
     assert model.dims["pairs"] == 75 and model.dims["fused.gates"] == 2
-    ((weight, loss),) = build_losses(recipe, model)
+    ((weight, loss),) = built.losses
     table = table_of(["--AKHDEFG", "MKLAHRRST", "PQRSHTV--", "ACDEHGHIK"])
-    tensors = encode_all(features, table, progress=False)
+    rows = encode(built.features, table)
     loss.start_epoch(1, recipe.train.epochs)
-    outputs = model(tensors, padding_mask(table))
-    value = weight * loss(outputs, torch.tensor(table.labels, dtype=torch.float32))
+    outputs = model(rows.features, rows.mask)
+    value = weight * loss(outputs, rows.labels)
     value.backward()
     assert torch.isfinite(value)
