@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import floor, report
 from benchmarks.memory import peak_mb, reset_peak
@@ -207,8 +208,17 @@ def test_sigterm_ends_the_suite_and_its_workers_runs_killed(workdir: Path, data_
     )
     db = workdir / "mlflow.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.run", "--suite", str(suite), "--out", str(workdir / "out"),
-         "--data-root", str(data_root)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--suite",
+            str(suite),
+            "--out",
+            str(workdir / "out"),
+            "--data-root",
+            str(data_root),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -236,3 +246,34 @@ def test_sigterm_ends_the_suite_and_its_workers_runs_killed(workdir: Path, data_
     killed = [r for r in runs if r.info.status == "KILLED" and r.info.run_name != "suite long"]
     assert killed and all("terminated by SIGTERM" in r.data.tags["ptmkit.error"] for r in killed)
     assert len(runs) < 1 + 3 + 1  # the queued models never started
+
+
+def test_roofline_measures_peak_and_a_recipes_step(data_root: Path) -> None:
+    """The roofline benchmark's parts on a tiny budget: a positive matmul rate, the BiLSTM's step
+    with its counted FLOPs and both precisions, and a rendered table (speed itself is not tested)."""
+    from benchmarks import roofline
+
+    assert roofline.matmul_peak(torch.float32, size=64, repeats=1) > 0
+    assert isinstance(roofline.bf16_supported(), bool)
+    step = roofline.step_benchmark(
+        roofline.RECIPES["bilstm"], "H1", 8, steps=1, warmup=0, data_root=data_root
+    )
+    assert step["parameters"] > 0 and step["windows_per_s_fp32"] > 0
+    assert step["mflop_per_window"] > 0  # the head's linear layers are counted
+    assert (step["bf16_speedup"] is None) == (step["bf16_error"] is not None)
+    result = {
+        "meta": {
+            "command": "c",
+            "machine": "m",
+            "torch": "t",
+            "threads": 1,
+            "dataset": "H1",
+            "batch": 8,
+            "steps": 1,
+            "warmup": 0,
+            "bf16_native": False,
+        },
+        "peak": {"fp32": 100.0, "bf16": 30.0},
+        "recipes": {"bilstm": step},
+    }
+    assert "| bilstm | " in roofline.render(result)
