@@ -23,26 +23,37 @@ BATCH_SIZE = 512
 
 @dataclass
 class Encoded:
-    """Rows ready for the model: feature tensors [N, W, D], padding mask [N, W], labels [N]."""
+    """Rows ready for the model: feature tensors [N, W, D], padding mask [N, W], labels [N].
+
+    A split of a table encoded once is a *view*: ``features`` stay the whole table's tensors and
+    ``index`` names this view's rows in them (mask and labels, small, are its own). A batch then
+    gathers only its rows, so the splits of a large set do not hold a second copy of its features.
+    """
 
     features: dict[str, torch.Tensor]
     mask: torch.Tensor
     labels: torch.Tensor | None = None
+    #: rows of ``features`` this view holds, in order (None: all of them)
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.mask)
 
+    def _rows_of(self, index: torch.Tensor) -> torch.Tensor:
+        return index if self.index is None else self.index[index]
+
     def batch(
         self, index: torch.Tensor, device: torch.device
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        feats = {k: v[index].to(device) for k, v in self.features.items()}
+        rows = self._rows_of(index)
+        feats = {k: v[rows].to(device) for k, v in self.features.items()}
         labels = None if self.labels is None else self.labels[index].to(device)
         return feats, self.mask[index].to(device), labels
 
     def rows(self, index: torch.Tensor) -> Encoded:
-        """The subset ``index`` (a split of a table encoded once)."""
+        """The subset ``index`` (a split of a table encoded once), sharing the feature tensors."""
         labels = None if self.labels is None else self.labels[index]
-        return Encoded({k: v[index] for k, v in self.features.items()}, self.mask[index], labels)
+        return Encoded(self.features, self.mask[index], labels, self._rows_of(index))
 
     @classmethod
     def of(cls, table: SiteTable, tensors: dict[str, torch.Tensor]) -> Encoded:

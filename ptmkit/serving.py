@@ -13,6 +13,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from . import __version__
 from .package import PYFUNC_KEY, read_package
 from .thresholds import DEFAULT_RULE
@@ -63,9 +65,11 @@ def signature() -> Any:
 
 
 def _make_pyfunc_class() -> type:
-    """Build the ``mlflow.pyfunc.PythonModel`` subclass (imports mlflow.pyfunc)."""
+    """Build the ``mlflow.pyfunc.PythonModel`` subclass (imports mlflow.pyfunc).
+
+    ``pd`` is a module global so that MLflow can resolve predict's ``pd.DataFrame`` hint when the
+    class is made (an unresolvable hint makes it print advice on every run that logs a model)."""
     import mlflow.pyfunc
-    import pandas as pd
 
     class PtmkitPyfunc(mlflow.pyfunc.PythonModel):
         """MLflow-native serving: DataFrame (protein_id, sequence) in, the long site table out.

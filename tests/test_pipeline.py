@@ -261,3 +261,15 @@ def test_empty_data_residues_means_no_filter(tmp_path: Path) -> None:
     path = write_recipe(tmp_path)
     path.write_text(path.read_text().replace("data:\n", 'data:\n  residues: ""\n'))
     assert recipes.load(path).data.residues is None
+
+
+def test_making_the_pyfunc_class_prints_no_mlflow_advice() -> None:
+    """MLflow inspects predict's type hints when the class is made; an unresolvable hint printed
+    'Add type hints to the predict method' on every run that logged a model."""
+    import subprocess
+    import sys
+
+    code = "import ptmkit.serving as s; s.PtmkitPyfunc"
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "type hint" not in done.stderr.lower()
