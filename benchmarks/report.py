@@ -96,19 +96,30 @@ def time_table(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     # floor rows carry no epochs or feature timings: a report written after floor rows alone
     # (they finish first) must still render
-    wanted = ["features_s", "train_s", "inference_s", "epochs_run", "start_mb", "peak_mb", "wall_s"]
+    wanted = ["features_s", "train_s", "inference_s", "epochs_run", "best_epoch"]
+    wanted += ["start_mb", "peak_mb", "wall_s"]
     part = part.reindex(columns=[*part.columns, *(c for c in wanted if c not in part.columns)])
+    part = part.assign(best_last=best_is_last(part))
     agg = part.groupby(["dataset", "model"], sort=False).agg(
         runs=("seed", "size"),
         features_s=("features_s", "mean"),
         train_s=("train_s", "mean"),
         inference_s=("inference_s", "mean"),
         epochs=("epochs_run", "mean"),
+        best_last=("best_last", "mean"),
         start_mb=("start_mb", "min"),
         peak_mb=("peak_mb", "max"),
         total_s=("wall_s", "sum"),
     )
     return agg.reset_index()
+
+
+def best_is_last(rows: pd.DataFrame) -> pd.Series:
+    """1.0 where a trained model's best epoch was its last (it may still have been improving),
+    0.0 where it was earlier, NaN for rows without epochs (the floor)."""
+    best = pd.to_numeric(rows["best_epoch"], errors="coerce")
+    run = pd.to_numeric(rows["epochs_run"], errors="coerce")
+    return (best == run).astype(float).where(best.notna() & run.notna())
 
 
 def targets(results: pd.DataFrame, recipe: str = "uniptms-lite") -> pd.DataFrame:
@@ -191,11 +202,19 @@ def markdown(results: pd.DataFrame, datasets: list[str], header: str, total_s: f
     if len(tt):
         parts.append(
             "### Where the time goes\n\nMean wall seconds per run and phase (features, training with "
-            "validation, one test pass), epochs run, and memory: `start_mb` is the worker's resident "
+            "validation, one test pass), epochs run, the share of runs whose best epoch was the last "
+            "(`best_last`), and memory: `start_mb` is the worker's resident "
             "memory when the model started (imports and data already held), `peak_mb` its highest "
             "resident memory while the model ran (max over seeds); `total_s` sums the runs.\n"
         )
         parts.append(render(tt, "markdown", digits=1, index=False))
+        trained = results[(results["scope"] == FULL) & (results["status"] == "FINISHED")]
+        last = best_is_last(trained.reindex(columns=["best_epoch", "epochs_run"])).dropna()
+        if len(last):
+            parts.append(
+                f"\n{int(last.sum())} of {len(last)} trained models had their best epoch at the last "
+                "epoch run (`best_last` above: the share per dataset and model).\n"
+            )
         parts.append(f"\nSuite wall time: {total_s / 60:.1f} min.\n")
     tg = targets(results)
     if len(tg):

@@ -280,6 +280,18 @@ class ScheduleSection(_Strict):
         return self.type == "constant" and not (self.warmup_epochs or self.warmup_steps)
 
 
+class BudgetSection(_Strict):
+    windows: int | None = Field(
+        None, ge=1, description="stop after the epoch in which this many training windows were seen"
+    )
+    seconds: float | None = Field(
+        None,
+        gt=0,
+        description="stop after the epoch in which this many seconds of training passed (wall clock: "
+        "runs with it are not reproducible to the epoch across machines)",
+    )
+
+
 class TrainSection(_Strict):
     epochs: int = Field(30, ge=1, description="maximum number of epochs")
     batch_size: int = Field(64, ge=1, description="windows per optimisation step")
@@ -315,6 +327,11 @@ class TrainSection(_Strict):
         ge=1,
         description="the older spelling of early_stopping.patience (still read); both may be given "
         "only with the same value (as a filled recipe writes them)",
+    )
+    budget: BudgetSection = Field(
+        default_factory=BudgetSection,
+        description="{windows, seconds}: a training budget besides train.epochs (the first reached ends "
+        "training at the end of that epoch)",
     )
     grad_clip: float | None = Field(1.0, description="max gradient norm (null: no clipping)")
     seed: int = Field(0, description="seed for weights, batches and dropout")

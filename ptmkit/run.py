@@ -219,9 +219,12 @@ def fit(
             "time/train_s": train_seconds,
             "train/best_epoch": result.best_epoch,
             "train/epochs_run": result.epochs_run,
+            "train/windows_seen": result.windows_seen,
+            "train/best_is_last": float(result.best_is_last),
             "time/epoch_s_median": float(np.median([h["time/epoch_s"] for h in result.history])),
         }
     )
+    tracker.set_tags({"ptmkit.stopped_by": result.stopped_by})
     return Fitted(train, valid, test, result, features_seconds, train_seconds)
 
 

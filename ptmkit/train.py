@@ -62,6 +62,16 @@ class TrainResult:
     #: validation scores of the best epoch (what the reloaded best weights give), so the caller
     #: can choose thresholds without another pass over the validation set
     best_val_scores: np.ndarray | None = None
+    #: training windows the optimiser saw (every batch of every epoch run)
+    windows_seen: int = 0
+    #: why training ended: "epochs" (train.epochs ran out), "early_stopping", "budget_windows" or
+    #: "budget_seconds"
+    stopped_by: str = "epochs"
+
+    @property
+    def best_is_last(self) -> bool:
+        """The best epoch was the last one run: the model may still have been improving."""
+        return self.best_epoch == self.epochs_run
 
 
 class Callback:
@@ -268,6 +278,7 @@ def fit(
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
+    fit_start = time.perf_counter()
     for epoch in bar:
         epoch_start = time.perf_counter()
         model.train()
@@ -292,6 +303,7 @@ def fit(
                 scheduler.step()
             total += float(loss.detach()) * len(index)
             seen += len(index)
+        result.windows_seen += seen
         scored = infer(model, valid, device=device, losses=losses)
         m = metrics.at_threshold(val_labels, scored.scores, 0.5)
         row = {
@@ -313,6 +325,14 @@ def fit(
             save_atomic(model.state_dict(), checkpoint)
         bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_ap=f"{m['ap']:.4f}", best=result.best_epoch)
         if stopping.should_stop:
+            result.stopped_by = "early_stopping"
+            break
+        budget = cfg.budget
+        if budget.windows is not None and result.windows_seen >= budget.windows:
+            result.stopped_by = "budget_windows"
+            break
+        if budget.seconds is not None and time.perf_counter() - fit_start >= budget.seconds:
+            result.stopped_by = "budget_seconds"
             break
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
     for callback in callbacks:

@@ -341,3 +341,35 @@ def test_nesting_options_belong_to_the_default_tracker(data_root):
     recipe = recipes.load(QUICKSTART)
     with pytest.raises(ValueError, match="default MlflowTracker"):
         run(recipe, data_root=data_root, tracker=NullTracker(), nested=True)
+
+
+def test_a_window_budget_ends_training_after_the_epoch_that_reaches_it(tmp_path):
+    recipe, assembly, train, valid = _synthetic(tmp_path, "  budget: {windows: 100}\n")
+    cfg = recipe.train.model_copy(update={"epochs": 30})
+    result = fit(assembly.graph, assembly.losses, train, valid, cfg, tmp_path / "best.pt", progress=False)
+    # 48 windows an epoch: 96 after two epochs, 144 after three (the first to reach 100)
+    assert (result.epochs_run, result.windows_seen, result.stopped_by) == (3, 144, "budget_windows")
+    assert result.best_is_last == (result.best_epoch == 3)
+
+
+def test_a_seconds_budget_and_the_stop_reasons(tmp_path):
+    recipe, assembly, train, valid = _synthetic(tmp_path, "  budget: {seconds: 1.0e-9}\n")
+    cfg = recipe.train.model_copy(update={"epochs": 30})
+    result = fit(assembly.graph, assembly.losses, train, valid, cfg, tmp_path / "best.pt", progress=False)
+    assert (result.epochs_run, result.stopped_by) == (1, "budget_seconds")
+    recipe, assembly, train, valid = _synthetic(tmp_path)
+    result = fit(
+        assembly.graph, assembly.losses, train, valid, recipe.train, tmp_path / "best.pt", progress=False
+    )
+    assert result.stopped_by in ("epochs", "early_stopping")
+    assert result.windows_seen == 48 * result.epochs_run
+
+
+def test_budget_settings_are_checked(tmp_path):
+    path = tmp_path / "b.yaml"
+    path.write_text(TINY + "  budget: {windows: 0, minutes: 3}\n")
+    with pytest.raises(RecipeError) as err:
+        recipes.load(path)
+    text = str(err.value)
+    assert "train.budget.windows: Input should be greater than or equal to 1" in text
+    assert "train.budget.minutes: unknown key; valid keys: windows, seconds" in text
