@@ -275,9 +275,10 @@ class Scanner:
                         cache[key] = encode_all({name: feature}, table, progress=False)[name]
                         self.encode_seconds += time.perf_counter() - t0
                         self.encoded += 1
-                    tensors[name] = cache[key] if rows is None else cache[key][rows]
+                    tensors[name] = cache[key]
                 t0 = time.perf_counter()
-                encoded = Encoded(tensors, mask if rows is None else mask[rows])
+                # a view of this model's residues in the shared encodings: no copy of them
+                encoded = Encoded(tensors, mask if rows is None else mask[rows], index=rows)
                 scores = infer(model.model, encoded, batch_size=self.batch_size).scores
                 self.model_seconds += time.perf_counter() - t0
                 part = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)

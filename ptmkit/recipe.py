@@ -510,9 +510,11 @@ def parse_source(
         value = raw.get(key)
         if key in raw and (not isinstance(value, str) or not value.strip()):
             raise RecipeError(f"{locate(prefix + (key,))}: expected a non-empty name (got {value!r})")
-    reader_cls = registry.get("reader", str(raw["reader"])).obj if _known(registry, raw["reader"]) else None
     # a plugin API 1 reader may declare core keys (residues, window, task) as its own config fields
-    own = set(getattr(getattr(reader_cls, "Config", None), "model_fields", {}) or {})
+    try:
+        own = set(registry.get("reader", str(raw["reader"])).obj.Config.model_fields)
+    except RegistryError:
+        own = set()  # _plugin_use reports the unknown reader with its line
     reserved = set(SOURCE_KEYS) - {"reader"} - own
     use = _plugin_use(registry, "reader", raw, prefix, locate, reserved, "reader")
     ptm = raw.get("ptm", raw.get("task", "ptm"))
@@ -530,14 +532,6 @@ def parse_source(
 
     name = source_name(use.spec.name, raw.get("name"), raw, locate(prefix + ("name",)))
     return SourceUse(where, use, name, ptm.strip(), task.strip(), residues, window)
-
-
-def _known(registry: Registry, name: object) -> bool:
-    try:
-        registry.get("reader", str(name))
-    except RegistryError:
-        return False
-    return True
 
 
 def raw_locator(locations: dict[Key, str] | None) -> _Locator:
