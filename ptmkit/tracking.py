@@ -542,13 +542,34 @@ def end_active_run(exc: BaseException, phase: str) -> None:
         status, message = "FAILED", f"{type(exc).__name__}: {exc}"
     with shielded():
         try:
-            mlflow.set_tag(ERROR_TAG, message[:5000])
+            _while_locked(lambda: mlflow.set_tag(ERROR_TAG, message[:5000]))
         except Exception as err:  # the store went away: still try to end the run
             _warn_unrecorded("the error tag", err)
         try:
-            mlflow.end_run(status)
+            _while_locked(lambda: mlflow.end_run(status))
         except Exception as err:
             _warn_unrecorded(f"status {status}", err)
+
+
+#: How long the end of a run keeps retrying a write that sqlite refused as "database is locked".
+LOCKED_RETRY_S = 30.0
+
+
+def _while_locked(write: Callable[[], object], budget: float = LOCKED_RETRY_S) -> None:
+    """Run ``write``, retrying while sqlite says "database is locked": when several processes end
+    their runs at the same moment (a signal to a whole group), each waits its turn for longer than
+    sqlite's own 5 s, so no run is left RUNNING for want of one write."""
+    deadline = time.monotonic() + budget
+    pause = 0.05
+    while True:
+        try:
+            write()
+            return
+        except Exception as err:
+            if "database is locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _warn_unrecorded(what: str, err: Exception) -> None:

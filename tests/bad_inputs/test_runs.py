@@ -581,3 +581,36 @@ def test_a_stale_limit_shorter_than_two_heartbeats_is_refused(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert "30 s is shorter than two heartbeats (120 s)" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.db").exists()
+
+
+def test_ending_a_run_waits_out_a_locked_store_but_not_other_errors() -> None:
+    """Several processes signalled at once end their runs at the same moment; sqlite refuses all
+    but one writer ("database is locked") for longer than its own 5 s wait under load."""
+    import sqlite3
+
+    from ptmkit import tracking
+
+    calls = []
+
+    def locked_twice() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+
+    tracking._while_locked(locked_twice, budget=5)
+    assert len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: runs")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        tracking._while_locked(broken, budget=5)
+    assert len(calls) == 1  # not retried
+
+    def always_locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        tracking._while_locked(always_locked, budget=0.2)
