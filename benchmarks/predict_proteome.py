@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncommand: {command}\nmachine: {machine}\nmodel: {model_name}")
     if args.json:
         write_text(
-            args.json,
-            json.dumps({"command": command, "machine": machine, "results": results}, indent=2)
+            args.json, json.dumps({"command": command, "machine": machine, "results": results}, indent=2)
         )
     return 0
 

@@ -206,7 +206,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                     [d for d in s.datasets if d in set(frame["dataset"])],
                     header(loaded, meta),
                     meta["seconds"],
-                )
+                ),
             )
 
         execute(jobs, workers, on_rows)

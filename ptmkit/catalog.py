@@ -126,9 +126,7 @@ def get(name: str) -> Dataset:
     unavailable = {k.upper(): v for k, v in coll.unavailable.items()}
     if key.upper() in unavailable:
         raise PtmkitError(f"{coll.name}:{key.upper()} is not available: {unavailable[key.upper()]}")
-    raise PtmkitError(
-        f"unknown dataset {name!r}; available: " + ", ".join(d.name for d in coll.datasets)
-    )
+    raise PtmkitError(f"unknown dataset {name!r}; available: " + ", ".join(d.name for d in coll.datasets))
 
 
 def select(name: str) -> list[Dataset]:

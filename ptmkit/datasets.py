@@ -170,7 +170,6 @@ def _apply_window(table: SiteTable, window: object, name: str) -> SiteTable:
     return table.crop(window)
 
 
-
 def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInfo]:
     """Read the source, filter residues, assign seeded stratified splits (or a saved split file).
 

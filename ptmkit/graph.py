@@ -47,8 +47,11 @@ def check_inputs(nodes: dict[str, PluginUse], features: set[str], locations: Loc
     for name, use in nodes.items():
         if name in features:
             raise GraphError(
-                _at(locations, _node_key(name), f"{use.where}: node name {name!r} is also a feature name; "
-                "rename one")
+                _at(
+                    locations,
+                    _node_key(name),
+                    f"{use.where}: node name {name!r} is also a feature name; rename one",
+                )
             )
         for i, ref in enumerate(use.inputs):
             target, _ = _split_ref(ref)

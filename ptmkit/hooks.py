@@ -36,7 +36,8 @@ def _api_problem(module: object) -> str | None:
         older = ", ".join(str(v) for v in SUPPORTED_API_VERSIONS if v != API_VERSION)
         return (
             f"built for ptmkit plugin API {wanted if isinstance(wanted, int) else repr(wanted)}, but this "
-            f"ptmkit provides API {API_VERSION}" + (f" (and still loads API {older})" if older else "")
+            f"ptmkit provides API {API_VERSION}"
+            + (f" (and still loads API {older})" if older else "")
             + "; upgrade the plugin package or ptmkit"
         )
     return None

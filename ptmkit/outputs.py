@@ -100,8 +100,10 @@ def _writable_folder(folder: Path, label: str) -> None:
 def write_error(path: Path, exc: OSError) -> PtmkitError:
     """An OSError while writing ``path`` as one line that names the path (disk full, quota …)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return PtmkitError(f"disk full while writing {path}: no space left on its file system; "
-                           "the previous file (if any) is unchanged")
+        return PtmkitError(
+            f"disk full while writing {path}: no space left on its file system; "
+            "the previous file (if any) is unchanged"
+        )
     return PtmkitError(f"cannot write {path}: {exc.strerror or exc}")
 
 

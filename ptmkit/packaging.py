@@ -13,9 +13,26 @@ from typing import Any
 #: Where the names of the former ``ptmkit.packaging`` live now (for the error message).
 MOVED = {
     **dict.fromkeys(
-        ("FORMAT", "READABLE", "WEIGHTS", "RECIPE", "META", "FEATURES", "PYFUNC_KEY", "sha256",
-         "write_package", "read_package", "package_root", "LoadedModel", "save_feature_state",
-         "load_feature_state", "feature_key", "feature_identity", "check_feature", "feature_has_fit"),
+        (
+            "FORMAT",
+            "READABLE",
+            "WEIGHTS",
+            "RECIPE",
+            "META",
+            "FEATURES",
+            "PYFUNC_KEY",
+            "sha256",
+            "write_package",
+            "read_package",
+            "package_root",
+            "LoadedModel",
+            "save_feature_state",
+            "load_feature_state",
+            "feature_key",
+            "feature_identity",
+            "check_feature",
+            "feature_has_fit",
+        ),
         "ptmkit.package",
     ),
     **dict.fromkeys(

@@ -39,8 +39,10 @@ def _expanded_size(root: yaml.Node, where: str) -> int:
         if key in sizes:
             return sizes[key]
         if key in on_path:
-            raise YamlTooLarge(f"{where}:{node.start_mark.line + 1}: recursive YAML alias (an anchor that "
-                            "contains itself); write the value out instead")
+            raise YamlTooLarge(
+                f"{where}:{node.start_mark.line + 1}: recursive YAML alias (an anchor that "
+                "contains itself); write the value out instead"
+            )
         on_path.add(key)
         total = 1
         if isinstance(node, yaml.MappingNode):

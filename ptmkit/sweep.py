@@ -276,14 +276,17 @@ def run_sweep(sweep: Sweep, *, data_root: Path, progress: bool = True) -> pd.Dat
     experiment_id = tracking.setup(uri, sweep.experiment)
     rows: dict[str, dict[str, Any]] = {}
     where = tracking.Phase("sweep setup")  # a signal ends the parent KILLED "during variant x (2/4)"
+    with tracking.deferred_signals():  # as MlflowTracker's writes: never cut in half
+        started = mlflow.start_run(experiment_id=experiment_id, run_name=sweep.name)
     with (
-        mlflow.start_run(experiment_id=experiment_id, run_name=sweep.name) as parent,
+        started as parent,
         tracking.ending_on_error(where),
         tracking.Heartbeat(parent.info.run_id, uri),
     ):
-        mlflow.set_tags({"ptmkit.sweep": sweep.name, "ptmkit.recipe": "sweep"})
-        mlflow.log_params({"sweep.variants": len(sweep.recipes), "sweep.rank_by": sweep.rank_by})
-        mlflow.log_text(sweep.path.read_text(), "sweep.yaml")
+        with tracking.deferred_signals():
+            mlflow.set_tags({"ptmkit.sweep": sweep.name, "ptmkit.recipe": "sweep"})
+            mlflow.log_params({"sweep.variants": len(sweep.recipes), "sweep.rank_by": sweep.rank_by})
+            mlflow.log_text(sweep.path.read_text(), "sweep.yaml")
         for i, (name, recipe) in enumerate(sweep.recipes.items(), 1):
             print(f"[{i}/{len(sweep.recipes)}] {name}", file=sys.stderr)
             where.now = f"variant {name} ({i}/{len(sweep.recipes)})"

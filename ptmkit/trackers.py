@@ -80,6 +80,11 @@ class MlflowTracker:
 
     ``nested`` nests under the active run of this process (a sweep), ``parent_run_id`` under a
     run started by another process (benchmark suite workers).
+
+    SIGINT/SIGTERM are held back while a write to the store runs (milliseconds for a tag, param,
+    metric or heartbeat; seconds for the packaged model), then delivered: a signal landing inside
+    SQLAlchemy's transaction could leave this process holding sqlite's lock, and the run's own
+    end (KILLED), or other processes' writes, would wait on it.
     """
 
     def __init__(
@@ -104,12 +109,14 @@ class MlflowTracker:
         store = tracking.resolve_store(self.config.uri)
         self.uri, self.store = store.uri, store.describe()
         self.experiment_id = tracking.setup(self.uri, self.experiment)
-        with mlflow.start_run(
-            experiment_id=self.experiment_id,
-            run_name=run_name,
-            nested=self.nested,
-            parent_run_id=self.parent_run_id,
-        ) as active:
+        with tracking.deferred_signals():  # the run is created whole, or not at all
+            started = mlflow.start_run(
+                experiment_id=self.experiment_id,
+                run_name=run_name,
+                nested=self.nested,
+                parent_run_id=self.parent_run_id,
+            )
+        with started as active:
             self.run_id, self.status = active.info.run_id, "RUNNING"
             try:
                 # a crash ends the run FAILED, SIGINT/SIGTERM KILLED; both with the reason in ptmkit.error
@@ -128,22 +135,26 @@ class MlflowTracker:
 
     def beat(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.beat(soon=True)
+            with tracking.deferred_signals():
+                self._heartbeat.beat(soon=True)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         import mlflow
 
-        mlflow.set_tags(dict(tags))
+        with tracking.deferred_signals():  # no write cut in half (see the class)
+            mlflow.set_tags(dict(tags))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        mlflow.log_params(dict(params))
+        with tracking.deferred_signals():  # no write cut in half (see the class)
+            mlflow.log_params(dict(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
-        mlflow.log_metrics(dict(metrics), step=step)
+        with tracking.deferred_signals():  # no write cut in half (see the class)
+            mlflow.log_metrics(dict(metrics), step=step)
 
     def log_text(self, text: str, path: str) -> None:
         import mlflow
@@ -158,7 +169,8 @@ class MlflowTracker:
     def log_package(self, directory: Path) -> None:
         from .model_store import log_package
 
-        log_package(directory)
+        with tracking.deferred_signals():
+            log_package(directory)
 
 
 @dataclass

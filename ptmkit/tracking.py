@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import platform
 import signal
@@ -19,6 +20,7 @@ import sqlite3
 import stat
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -538,6 +540,7 @@ def end_active_run(exc: BaseException, phase: str) -> None:
     reason = interruption(exc)
     if reason:
         status, message = "KILLED", f"{reason} during {phase}"
+        release_interrupted(exc)
     else:
         status, message = "FAILED", f"{type(exc).__name__}: {exc}"
     with shielded():
@@ -549,6 +552,19 @@ def end_active_run(exc: BaseException, phase: str) -> None:
             _while_locked(lambda: mlflow.end_run(status))
         except Exception as err:
             _warn_unrecorded(f"status {status}", err)
+
+
+def release_interrupted(exc: BaseException) -> None:
+    """Let go of what the frames a signal unwound still hold: a statement or transaction of the
+    store cut short there keeps sqlite's lock while its cursor lives, and this process's own
+    end-of-run write would then wait on it. Only the unwound frames' locals are dropped (the
+    traceback's file and line numbers stay for printing); frames still running are left alone."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__context__
+    gc.collect()
 
 
 #: How long the end of a run keeps retrying a write that sqlite refused as "database is locked".

@@ -43,7 +43,6 @@ class _ProteinConfig(FilesMixin):
     )
 
 
-
 class _Sites:
     """Turns (protein, marked positions) into rows; raises on bad marks or collects them."""
 

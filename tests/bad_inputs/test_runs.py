@@ -614,3 +614,69 @@ def test_ending_a_run_waits_out_a_locked_store_but_not_other_errors() -> None:
 
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         tracking._while_locked(always_locked, budget=0.2)
+
+
+def test_a_signal_inside_a_metric_write_waits_for_the_write_then_ends_the_run_killed(tmp_path: Path) -> None:
+    """SIGINT delivered while SQLAlchemy is inserting a metric: the write completes (no half
+    transaction holding sqlite's lock), then the run unwinds and is ended KILLED at once."""
+    import sqlalchemy
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    from ptmkit.recipe import TrackingSection
+    from ptmkit.trackers import MlflowTracker
+
+    db = tmp_path / "mlflow.db"
+    tracker = MlflowTracker(TrackingSection(uri=f"sqlite:///{db}", experiment="signals"))
+    armed = []
+
+    def interrupt_the_insert(conn, cursor, statement, *args) -> None:  # noqa: ANN001, ANN002
+        if armed and statement.lstrip().upper().startswith("INSERT INTO METRICS"):
+            armed.clear()
+            signal.raise_signal(signal.SIGINT)  # the real signal, to the default handler
+
+    with pytest.raises(KeyboardInterrupt), tracker.start("sig"):
+        engine = _get_store().engine
+        sqlalchemy.event.listen(engine, "before_cursor_execute", interrupt_the_insert)
+        try:
+            tracker.log_metrics({"val/ap": 0.5}, step=0)
+            armed.append(True)
+            tracker.log_metrics({"val/ap": 0.6}, step=1)
+            pytest.fail("the signal was not delivered after the write")
+        finally:
+            sqlalchemy.event.remove(engine, "before_cursor_execute", interrupt_the_insert)
+    assert tracker.status == "KILLED"
+    run = MlflowClient(f"sqlite:///{db}").get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["ptmkit.error"] == "interrupted by SIGINT during setup"
+    history = MlflowClient(f"sqlite:///{db}").get_metric_history(tracker.run_id, "val/ap")
+    assert [m.value for m in history] == [0.5, 0.6]  # the interrupted write is whole
+
+
+def test_what_an_unwound_frame_holds_on_the_store_is_let_go_before_the_run_is_ended(tmp_path: Path) -> None:
+    """A statement cut short by a signal keeps sqlite's shared lock while its frame's locals
+    live (and the traceback keeps them alive): no write can commit until they are released."""
+    db = tmp_path / "x.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (x)")
+    con.executemany("insert into t values (?)", [(i,) for i in range(100)])
+    con.commit()
+    con.close()
+
+    def read_until_interrupted() -> None:
+        reader = sqlite3.connect(db)
+        rows = reader.execute("select x from t")
+        rows.fetchone()  # the statement is mid-way: it holds the shared lock
+        raise KeyboardInterrupt
+
+    try:
+        read_until_interrupted()
+    except KeyboardInterrupt as exc:
+        writer = sqlite3.connect(db, timeout=0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            writer.execute("insert into t values (-1)")
+            writer.commit()
+        writer.rollback()
+        tracking.release_interrupted(exc)
+        writer.execute("insert into t values (-1)")
+        writer.commit()  # nothing holds the lock any more
+        writer.close()
