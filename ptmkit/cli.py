@@ -352,6 +352,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import torch
+
+    from .datasets import resolve_data_root
+    from .ensemble import build
+    from .model_store import fetched
+    from .table import render
+    from .tracking import tracking_uri
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    uri = tracking_uri(args.uri)
+    with contextlib.ExitStack() as stack:  # store models stay downloaded until they are copied
+        members = [stack.enter_context(fetched(ref, tracking_uri=uri)) for ref in args.models]
+        built = build(
+            members,
+            Path(args.output),
+            name=args.name,
+            data_root=resolve_data_root(args.data_root),
+            progress=not args.quiet,
+        )
+    meta = built.model.meta
+    rows = meta["validation"]
+    print(
+        f"ensemble {meta['name']!r} of {len(members)} models ({meta['ptm']}, {meta['residues']}, window "
+        f"{meta['window']}) written to {built.directory}; thresholds chosen on the members' shared "
+        f"validation split ({rows['rows']} rows, {rows['positives']} positive)"
+    )
+    import pandas as pd
+
+    frame = pd.DataFrame(built.validation).T[["mcc", "auc", "ap", "sen", "spec"]]
+    frame.index.name = "validation (each at its own max-MCC threshold)"
+    print(render(frame, args.format), end="")
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from .model_store import register
     from .tracking import tracking_uri
@@ -660,6 +698,24 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--uri", help=uri_help)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_evaluate)
+
+    en = sub.add_parser(
+        "ensemble",
+        help="average several packaged models into one ensemble model folder",
+        description="The members (seeds of a recipe, or recipes trained on the same data and split) are "
+        "copied into one package whose score is the mean of their probabilities; its thresholds are chosen "
+        "on the members' shared validation split. predict, evaluate and the MLflow pyfunc load it like any "
+        "other model. MODEL: a model folder, a run id, runs:/<run_id>/model or models:/<name>@<alias>.",
+    )
+    en.add_argument("models", nargs="+", metavar="MODEL", help="two or more models")
+    en.add_argument("-o", "--output", required=True, help="new folder for the ensemble (never overwritten)")
+    en.add_argument("--name", help="the ensemble's name (default ensemble-<first member's name>)")
+    en.add_argument("--data-root", help=DATA_ROOT_HELP)
+    en.add_argument("--threads", type=_int_in(1), help="torch CPU threads (default: torch's choice)")
+    en.add_argument("--format", **FORMAT_ARG)
+    en.add_argument("--uri", help=uri_help)
+    en.add_argument("--quiet", action="store_true", help="no progress bar")
+    en.set_defaults(func=cmd_ensemble)
 
     rg = sub.add_parser("register", help="register a run's model in the MLflow model registry")
     rg.add_argument(

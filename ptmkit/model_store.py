@@ -146,6 +146,22 @@ def load_model(
         return read_package(package_root(local), str(ref), device=device)
 
 
+@contextlib.contextmanager
+def fetched(
+    ref: str | Path, *, tracking_uri: str | None = None, device: str | torch.device = "cpu"
+) -> Iterator[tuple[LoadedModel, Path]]:
+    """``load_model`` plus the package folder it was read from, kept for the block (an ensemble
+    copies its members' packages): a local folder as is, a store's model in a temporary copy."""
+    target = resolve_ref(str(ref))
+    if isinstance(target, Path):
+        root = package_root(target)
+        yield read_package(root, str(ref), device=device), root
+        return
+    with tempfile.TemporaryDirectory(prefix="ptmkit-model-") as tmp:
+        root = package_root(download(target, Path(tmp), tracking_uri))
+        yield read_package(root, str(ref), device=device), root
+
+
 def register(run_id: str, name: str, *, alias: str | None = None, tracking_uri: str | None = None) -> int:
     """Register a run's model as a version of ``name`` (and point ``alias`` at it); returns the version."""
     import mlflow

@@ -171,3 +171,32 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_open(path, "w") as fh:
         fh.write(text)
     return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A new folder ``path``, filled in a hidden partial folder beside it and renamed into place
+    once the block completes: a failure leaves no half-written folder. An existing non-empty
+    ``path`` is refused up front (a model folder is never overwritten)."""
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        what = "folder that is not empty" if path.is_dir() else "file"
+        raise PtmkitError(f"{path} is a {what}; give a new folder (nothing is overwritten)")
+    refuse_file_above(path.parent, str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        yield partial
+        if path.is_dir():
+            path.rmdir()  # empty (checked above): replaced by the complete folder
+        os.replace(partial, path)
+    except OSError as exc:
+        raise _located(exc, path, partial) from None
+    finally:
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)

@@ -348,10 +348,16 @@ def read_package(root: Path, ref: str = "", *, device: str | torch.device = "cpu
         meta = json.loads((root / META).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PtmkitError(f"model {ref}: cannot read {META}: {exc}") from None
+    from .ensemble import FORMAT as ENSEMBLE_FORMAT
+
+    if meta.get("format") == ENSEMBLE_FORMAT:  # members averaged: each one read by this loader
+        from .ensemble import read_ensemble
+
+        return read_ensemble(root, meta, ref, device=device)
     if meta.get("format") not in READABLE:
         raise PtmkitError(
             f"model {ref}: unknown package format {meta.get('format')!r}; "
-            f"this ptmkit reads {', '.join(READABLE)}"
+            f"this ptmkit reads {', '.join((*READABLE, ENSEMBLE_FORMAT))}"
         )
     _verify(root, meta, ref)
     try:

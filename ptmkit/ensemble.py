@@ -1,0 +1,212 @@
+"""Ensemble packages: several trained models scored as one, their probabilities averaged.
+
+Seeds of one recipe, or different recipes trained on the same data and split, disagree where
+each is unsure; the mean of their probabilities is steadier than any one of them (MusiteDeep
+averages bootstrap models the same way). An ensemble is a package like any other: ``predict``,
+``evaluate``, the MLflow pyfunc and the model registry load it through
+:func:`ptmkit.package.read_package`, which hands this format to :func:`read_ensemble`.
+
+Folder layout: ``model.json`` (format ``ptmkit-ensemble/1``, the members, the thresholds and
+the sha256 of every file) and ``members/<i>/``, each an untouched member package that is
+verified and rebuilt by the ordinary loader. The thresholds are chosen on the validation split
+the members share (they must have been trained on the same data with the same split), with the
+same rules a run uses, never on test rows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, metrics, thresholds
+from .errors import PtmkitError
+from .package import FIXED_RULE, META, LoadedModel, package_root, read_package, sha256
+
+FORMAT = "ptmkit-ensemble/1"
+MEMBERS = "members"
+#: How the members' scores are combined (the one rule, named in model.json for readers).
+COMBINE = "mean-probability"
+#: Probabilities are clamped to [EPS, 1 - EPS] before the logit the graph interface returns.
+EPS = 1e-7
+
+
+class MeanProbability(nn.Module):
+    """The members as one model: the mean of their sigmoid probabilities, returned as logits
+    (so :func:`ptmkit.inference.infer`'s sigmoid gives that mean back). Each member reads its
+    own features from the ensemble's feature dict under ``m<i>/<name>``."""
+
+    def __init__(self, members: list[nn.Module], inputs: list[dict[str, str]]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.inputs = inputs
+
+    def forward(self, features: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        probs = [
+            torch.sigmoid(member({own: features[key] for own, key in names.items()}, mask)["logits"])
+            for member, names in zip(self.members, self.inputs, strict=True)
+        ]
+        return {"logits": torch.logit(torch.stack(probs).mean(dim=0), eps=EPS)}
+
+
+def member_key(i: int, name: str) -> str:
+    return f"m{i}/{name}"
+
+
+def combine(members: list[LoadedModel], meta: dict[str, Any], ref: str) -> LoadedModel:
+    """One :class:`LoadedModel` whose model averages ``members`` (same window, residues, PTM)."""
+    check_compatible(members)
+    features, keys, inputs = {}, {}, []
+    for i, m in enumerate(members):
+        names = {}
+        for name, feature in m.features.items():
+            key = member_key(i, name)
+            features[key] = feature
+            keys[key] = m.feature_keys[name]  # members sharing an encoding compute it once (predict)
+            names[name] = key
+        inputs.append(names)
+    model = MeanProbability([m.model for m in members], inputs)
+    model.eval()
+    return LoadedModel(
+        ref=ref, meta=meta, recipe=members[0].recipe, features=features, model=model, feature_keys=keys
+    )
+
+
+def check_compatible(members: list[LoadedModel]) -> None:
+    """Members must score the same candidates the same way: one window, residues and PTM, and
+    (for thresholds chosen on a shared validation split) the same data section."""
+    if len(members) < 2:
+        raise PtmkitError(f"an ensemble needs at least 2 models, got {len(members)}")
+    first = members[0]
+    for m in members[1:]:
+        for what, a, b in (
+            ("window", first.window, m.window),
+            ("residues", first.residues, m.residues),
+            ("PTM", first.ptm, m.ptm),
+        ):
+            if a != b:
+                raise PtmkitError(
+                    f"model {m.ref} has {what} {b!r} but {first.ref} has {a!r}: an ensemble's members "
+                    "score the same candidates"
+                )
+        if m.recipe.data.model_dump() != first.recipe.data.model_dump():
+            raise PtmkitError(
+                f"model {m.ref} was trained on other data or another split than {first.ref} "
+                f"(data: {_data_line(m)} vs {_data_line(first)}); an ensemble's thresholds are "
+                "chosen on the validation split its members share"
+            )
+
+
+def _data_line(m: LoadedModel) -> str:
+    d = m.recipe.data.model_dump(exclude_defaults=True)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+@dataclass
+class Built:
+    """What :func:`build` wrote and measured (validation only)."""
+
+    directory: Path
+    model: LoadedModel
+    #: label -> validation metrics at that model's own max-MCC threshold (members, then "ensemble")
+    validation: dict[str, dict[str, float]]
+
+
+def build(
+    members: list[tuple[LoadedModel, Path]],
+    out: Path,
+    *,
+    name: str | None = None,
+    data_root: Path,
+    progress: bool = False,
+) -> Built:
+    """Write an ensemble package of ``members`` (each a loaded model and its package folder) to
+    ``out``; thresholds from the members' shared validation split (read from ``data_root``)."""
+    from .datasets import prepare_data
+    from .inference import encode, infer
+    from .outputs import atomic_dir
+
+    loaded = [m for m, _ in members]
+    check_compatible(loaded)
+    table, _ = prepare_data(loaded[0].recipe, data_root)
+    valid = table.subset((table.frame["split"] == "valid").to_numpy())
+    if not len(valid) or len(set(valid.labels.tolist())) < 2:
+        raise PtmkitError(
+            f"the members' validation split has {len(valid)} rows and not both classes: no threshold "
+            "can be chosen for the ensemble"
+        )
+    labels = valid.labels.astype(int)
+    meta = {
+        "format": FORMAT,
+        "name": name or f"ensemble-{loaded[0].name}",
+        "combine": COMBINE,
+        "dataset": loaded[0].meta.get("dataset"),
+        "ptm": loaded[0].ptm,
+        "residues": loaded[0].residues,
+        "window": loaded[0].window,
+        # the members share their split; the first one's run holds it (evaluate --split rebuilds it)
+        "run_id": loaded[0].meta.get("run_id"),
+        "members": [],
+        "ptmkit_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    combined = combine(loaded, meta, str(out))
+    report: dict[str, dict[str, float]] = {}
+    labelled = [*((f"member {i}: {m.name}", m) for i, m in enumerate(loaded)), ("ensemble", combined)]
+    for label, model in labelled:
+        scores = infer(model.model, encode(model.features, valid, progress=progress)).scores
+        report[label] = metrics.evaluate(labels, scores, metrics.threshold_max_mcc(labels, scores))
+    ensemble_scores = scores  # the last one scored: the ensemble
+    meta["thresholds"] = {"default": float(FIXED_RULE), **thresholds.choose_all(labels, ensemble_scores)}
+    meta["validation"] = {"rows": len(labels), "positives": int(labels.sum())}
+    with atomic_dir(out) as tmp:
+        files: dict[str, str] = {}
+        for i, (m, folder) in enumerate(members):
+            dest = tmp / MEMBERS / str(i)
+            shutil.copytree(package_root(folder), dest)
+            meta["members"].append(
+                {"path": f"{MEMBERS}/{i}", "name": m.name, "ref": m.ref, "run_id": m.meta.get("run_id")}
+            )
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                files[p.relative_to(tmp).as_posix()] = sha256(p)
+        meta["files"] = files
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+    built = read_ensemble(out, meta, str(out))  # what was written is what loads
+    again = infer(built.model, encode(built.features, valid)).scores
+    if not np.allclose(again, ensemble_scores, atol=1e-6):
+        raise PtmkitError(f"{out}: the written ensemble does not reproduce its validation scores")
+    return Built(out, built, report)
+
+
+def read_ensemble(
+    root: Path, meta: dict[str, Any], ref: str, *, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Rebuild an ensemble package: its own checksums, then every member by the package loader."""
+    files: dict[str, str] = meta.get("files") or {}
+    for rel, expected in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise PtmkitError(f"model {ref}: {rel} is missing from the ensemble ({root})")
+        if sha256(path) != expected:
+            raise PtmkitError(
+                f"model {ref}: {rel} does not match the sha256 recorded in {META} (modified or corrupted "
+                "after the ensemble was built); refusing to load it"
+            )
+    entries = meta.get("members")
+    if not isinstance(entries, list) or len(entries) < 2:
+        raise PtmkitError(f"model {ref}: {META} lists no members (an ensemble has at least 2)")
+    members = []
+    for i, entry in enumerate(entries):
+        rel = str(entry.get("path", "")) if isinstance(entry, dict) else ""
+        folder = (root / rel).resolve()
+        if not rel or root.resolve() not in folder.parents:
+            raise PtmkitError(f"model {ref}: member {i} has path {rel!r}, not a folder inside the ensemble")
+        members.append(read_package(folder, f"{ref} member {i}", device=device))
+    return combine(members, meta, ref)
