@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ptmkit import recipe as recipes
 from ptmkit import safeyaml
@@ -38,6 +38,12 @@ class Suite(BaseModel):
     dataset_set: dict[str, list[str]] = Field(
         default_factory=dict, description="extra overrides per dataset id"
     )
+    recipe_set: dict[str, list[str]] = Field(
+        default_factory=dict, description="extra overrides per recipe label (its budget), after dataset_set"
+    )
+    recipe_dataset_set: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict, description="extra overrides per recipe label and dataset id, applied last"
+    )
     workers: int = Field(
         1, ge=1, description="parallel worker processes; each gets cores // workers torch threads"
     )
@@ -57,6 +63,23 @@ class Suite(BaseModel):
         if unknown:
             raise ValueError(f"unknown floor model(s) {unknown}; available: {', '.join(FLOOR_MODELS)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_labels(self) -> Suite:
+        for key in ("recipe_set", "recipe_dataset_set"):
+            unknown = [label for label in getattr(self, key) if label not in self.recipes]
+            if unknown:
+                raise ValueError(
+                    f"{key}: unknown recipe label(s) {unknown}; the suite's: {', '.join(self.recipes)}"
+                )
+        for label, per in self.recipe_dataset_set.items():
+            unknown = [d for d in per if d not in DATASETS]
+            if unknown:
+                raise ValueError(
+                    f"recipe_dataset_set.{label}: unknown dataset id(s) {unknown}; "
+                    f"available: {', '.join(DATASETS)}"
+                )
+        return self
 
     @field_validator("dataset_set", "saved_splits", "leak_free")
     @classmethod
@@ -87,6 +110,7 @@ class LoadedSuite:
         """Everything the suite sets on one run: data source, budget, seed, tracking."""
         s = self.suite
         out = [f"data.source=uniptms:{dataset}", *s.set, *s.dataset_set.get(dataset, [])]
+        out += [*s.recipe_set.get(label, []), *s.recipe_dataset_set.get(label, {}).get(dataset, [])]
         split = self.split_file(dataset)
         if split is not None and split.exists():
             out.append(f"data.split.file={split.resolve()}")

@@ -258,7 +258,8 @@ class EarlyStoppingSection(_Strict):
 class ScheduleSection(_Strict):
     type: Literal["constant", "cosine", "linear"] = Field(
         "constant",
-        description="the lr after warmup: constant, or a cosine or linear decay to min_lr at the last epoch",
+        description="the lr after warmup: constant, or a cosine or linear decay to min_lr at the last epoch "
+        "(train.epochs, or the epoch in which train.budget.windows is reached)",
     )
     warmup_epochs: float | None = Field(
         None, ge=0, description="rise linearly to train.lr over this many epochs (may be fractional)"

@@ -229,6 +229,16 @@ def lr_factor(step: int, warmup: int, total: int, kind: str, floor: float) -> fl
     return 1.0 - (1.0 - floor) * progress
 
 
+def planned_epochs(cfg: TrainSection, windows_per_epoch: int) -> int:
+    """The epochs a decaying schedule spans: ``train.epochs``, or fewer when ``train.budget.windows``
+    ends training sooner (the epoch in which the budget is reached), so the decay reaches
+    ``min_lr`` where training ends rather than being cut off half-way. (A seconds budget cannot
+    be known in advance: the schedule then spans ``train.epochs``.)"""
+    if cfg.budget.windows is None:
+        return cfg.epochs
+    return max(1, min(cfg.epochs, math.ceil(cfg.budget.windows / max(windows_per_epoch, 1))))
+
+
 def build_schedule(
     optimiser: torch.optim.Optimizer, schedule: ScheduleSection, lr: float, per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -267,8 +277,10 @@ def fit(
     params = list(model.parameters()) + [p for _, loss in losses for p in loss.parameters()]
     optimiser = build_optimizer(params, cfg)
     balance_labels = train.labels if cfg.balance else None
-    per_epoch = steps_per_epoch(epoch_size(len(train), cfg.epoch_windows, balance_labels), cfg.batch_size)
-    scheduler = build_schedule(optimiser, cfg.schedule, cfg.lr, per_epoch, cfg.epochs)
+    windows_per_epoch = epoch_size(len(train), cfg.epoch_windows, balance_labels)
+    per_epoch = steps_per_epoch(windows_per_epoch, cfg.batch_size)
+    planned = planned_epochs(cfg, windows_per_epoch)
+    scheduler = build_schedule(optimiser, cfg.schedule, cfg.lr, per_epoch, planned)
     generator = torch.Generator().manual_seed(cfg.seed)
     stopping = EarlyStopping.of(cfg.early_stopping)
     result = TrainResult(

@@ -143,6 +143,34 @@ def test_suite_errors_name_file_and_key(tmp_path: Path) -> None:
         bad.validate_all()
 
 
+def test_per_recipe_budgets_apply_after_the_dataset_ones_and_name_known_labels(tmp_path: Path) -> None:
+    path = _suite(
+        tmp_path / "tiny.yaml",
+        set=["train.epochs=3"],
+        dataset_set={"H1": ["train.epochs=4"]},
+        recipe_set={"bilstm": ["train.epochs=5"]},
+        recipe_dataset_set={"bilstm": {"H1": ["train.epochs=6"]}},
+    )
+    loaded = load_suite(path)
+    sets = [o for o in loaded.overrides("bilstm", "H1", 0) if o.startswith("train.epochs")]
+    assert sets == ["train.epochs=3", "train.epochs=4", "train.epochs=5", "train.epochs=6"]
+    assert loaded.recipe("bilstm", "H1", 0).train.epochs == 6  # the last word is the most specific
+    with pytest.raises(PtmkitError, match=r"recipe_set: unknown recipe label\(s\) \['cnn'\]"):
+        load_suite(_suite(tmp_path / "tiny.yaml", recipe_set={"cnn": ["train.epochs=2"]}))
+    with pytest.raises(PtmkitError, match=r"recipe_dataset_set.bilstm: unknown dataset id\(s\) \['X1'\]"):
+        load_suite(_suite(tmp_path / "tiny.yaml", recipe_dataset_set={"bilstm": {"X1": []}}))
+
+
+def test_the_converge_suite_validates() -> None:
+    loaded = load_suite(ROOT / "benchmarks" / "converge.yaml")
+    assert set(loaded.suite.recipes) == {"uniptms-lite", "musitedeep-cnn", "bilstm"}
+    assert loaded.suite.leak_free == ["T1", "C2"] and loaded.suite.saved_splits == ["K1", "C2"]
+    loaded.validate_all()
+    k1 = loaded.recipe("uniptms-lite", "K1", 0).train
+    assert (k1.epochs, k1.epoch_windows, k1.balance) == (12, 2048, True)
+    assert loaded.recipe("musitedeep-cnn", "K2", 0).train.budget.windows == 250000
+
+
 def test_committed_suite_validates() -> None:
     loaded = load_suite(ROOT / "benchmarks" / "lite.yaml")
     assert loaded.suite.datasets == ["T1", "T2", "H1", "K1", "K2", "C1", "C2"]

@@ -31,6 +31,7 @@ CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [
     ("head_mean", "mlp_head", [5], {"pool": "mean", "hidden": [4]}, 1),
     ("head_max", "mlp_head", [5], {"pool": "max", "hidden": [4], "tasks": 3}, 3),
     ("head_attention", "mlp_head", [5], {"pool": "attention", "hidden": [4]}, 1),
+    ("head_center_attention", "mlp_head", [5], {"pool": "center+attention", "hidden": [4]}, 1),
     ("head_linear", "mlp_head", [5], {"pool": "mean", "hidden": []}, 1),
 ]
 IDS = [c[0] for c in CASES]

@@ -352,6 +352,21 @@ def test_a_window_budget_ends_training_after_the_epoch_that_reaches_it(tmp_path)
     assert result.best_is_last == (result.best_epoch == 3)
 
 
+def test_a_decaying_schedule_spans_the_window_budget_not_train_epochs(tmp_path):
+    extra = "  schedule: {type: linear}\n  budget: {windows: 100}\n"
+    recipe, assembly, train, valid = _synthetic(tmp_path, extra)
+    cfg = recipe.train.model_copy(update={"epochs": 30})
+    seen = Rows()
+    result = fit(
+        assembly.graph, assembly.losses, train, valid, cfg, tmp_path / "best.pt", callbacks=[seen],
+        progress=False,
+    )  # fmt: skip
+    assert result.epochs_run == 3  # 48 windows an epoch: the budget of 100 ends in epoch 3 ...
+    lrs = [row["train/lr"] for _, row in seen.rows]  # the lr each epoch began with
+    # ... so the decay spans 3 epochs (over train.epochs it would be 0.01, 0.01 * 29/30, ...)
+    assert lrs == pytest.approx([0.01, 0.01 * 2 / 3, 0.01 / 3])
+
+
 def test_a_seconds_budget_and_the_stop_reasons(tmp_path):
     recipe, assembly, train, valid = _synthetic(tmp_path, "  budget: {seconds: 1.0e-9}\n")
     cfg = recipe.train.model_copy(update={"epochs": 30})

@@ -20,14 +20,16 @@ class MLPHead(Head):
 
     Pooling: ``center`` takes position W // 2 (the modified site); ``mean`` and ``max`` use
     real residues only; ``attention`` is a softmax over real residues of a learned query's
-    scaled dot product with each position. Padding never contributes to any of them, so the
-    prediction does not depend on how far the site is from a terminus beyond the real context.
+    scaled dot product with each position; ``center+attention`` concatenates the two (the site's
+    own vector keeps where things are relative to it, which attention alone averages away).
+    Padding never contributes to any of them, so the prediction does not depend on how far the
+    site is from a terminus beyond the real context.
     ``embedding`` is the last hidden activation (after ReLU, before dropout), exposed so that
     auxiliary (e.g. contrastive) losses can use it.
     """
 
     class Config(PluginConfig):
-        pool: Literal["center", "mean", "max", "attention"] = Field(
+        pool: Literal["center", "mean", "max", "attention", "center+attention"] = Field(
             "center", description="how the window is reduced to one vector"
         )
         hidden: list[int] = Field(
@@ -57,9 +59,9 @@ class MLPHead(Head):
         d = self.in_dims[0]
         if d < 1:
             raise ValueError(f"mlp_head needs an input of size >= 1, got {self.in_dims}")
-        if config.pool == "attention":
+        if config.pool in ("attention", "center+attention"):
             self.query = nn.Parameter(torch.randn(d) / math.sqrt(d))
-        sizes = [d, *config.hidden]
+        sizes = [2 * d if config.pool == "center+attention" else d, *config.hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(sizes[-1], config.tasks)
@@ -69,6 +71,8 @@ class MLPHead(Head):
         """Reduce [N, W, D] to [N, D]; rows with no real residue pool to zeros."""
         mask = mask.bool()
         pool = self.config.pool
+        if pool == "center+attention":
+            return torch.cat([x[:, x.shape[1] // 2], self._attention(x, mask)], dim=-1)
         if pool == "center":
             return x[:, x.shape[1] // 2]
         keep = mask.unsqueeze(-1)
@@ -78,6 +82,9 @@ class MLPHead(Head):
         if pool == "max":
             pooled = x.masked_fill(~keep, float("-inf")).max(dim=1).values
             return torch.where(mask.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled))
+        return self._attention(x, mask)
+
+    def _attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scores = (x @ self.query) / math.sqrt(x.shape[-1])  # [N, W]
         scores = scores.masked_fill(~mask, float("-inf"))
         # An all-padding row would give softmax(all -inf) = nan (also in the gradient): give it
