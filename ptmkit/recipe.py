@@ -335,6 +335,11 @@ class TrainSection(_Strict):
         "training at the end of that epoch)",
     )
     grad_clip: float | None = Field(1.0, description="max gradient norm (null: no clipping)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="training step arithmetic: fp32, or bf16 autocast (matmuls/convs in bfloat16; weights, "
+        "optimiser and validation stay fp32; slower than fp32 on CPUs without avx512_bf16/amx_bf16)",
+    )
     seed: int = Field(0, description="seed for weights, batches and dropout")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch default)")
     device: Literal["cpu", "cuda", "mps", "auto"] = Field("cpu", description="where to train")

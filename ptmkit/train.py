@@ -7,11 +7,13 @@ metric (which also picks the kept checkpoint), callbacks, seeding.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,32 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise PtmkitError("train.device is 'mps' but MPS is not available here; use cpu or auto")
     return torch.device(name)
+
+
+def native_bf16() -> bool:
+    """True when this CPU has bf16 matmul instructions (AVX512-BF16 or AMX-BF16, from
+    /proc/cpuinfo). Without them bf16 is emulated and slower than fp32 (docs/benchmarks/roofline.md
+    measured 0.36x on the BiLSTM); oneDNN's own check also says True for plain AVX512."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """The training step's autocast context for ``train.precision`` (fp32: none). bf16 runs the
+    matmuls and convolutions in bfloat16 and keeps the rest (losses, the scan's state) in fp32;
+    the weights, the optimiser and validation scoring stay fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if device.type == "cpu" and not native_bf16():
+        warnings.warn(
+            "train.precision bf16 on a CPU without bf16 instructions (no avx512_bf16 / amx_bf16 in "
+            "/proc/cpuinfo): it is emulated and slower than fp32 here",
+            stacklevel=3,
+        )
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -287,6 +315,7 @@ def fit(
         best_epoch=0, best_value=math.nan, monitor=stopping.monitor, epochs_run=0, checkpoint=checkpoint
     )
     val_labels = valid.labels.numpy()
+    step_precision = autocast_for(cfg.precision, device)  # re-entered each step (warns once)
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
@@ -304,8 +333,9 @@ def fit(
             if len(index) < 2 and seen:  # a batch of one breaks batch statistics
                 continue
             feats, mask, labels = train.batch(index, device)
-            outputs = model(feats, mask)
-            loss = combined_loss(losses, outputs, labels)
+            with step_precision:
+                outputs = model(feats, mask)
+                loss = combined_loss(losses, outputs, labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

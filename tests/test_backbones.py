@@ -295,6 +295,22 @@ def test_selective_scan_equals_the_sequential_recurrence(length: int, chunk: int
     torch.testing.assert_close(got, sequential(*args), atol=1e-5, rtol=1e-5)
 
 
+def test_selective_scan_under_bf16_autocast_keeps_its_state_in_fp32() -> None:
+    u, delta, A, B, C, D = scan_inputs(3, 41, 8, 4, seed=3)
+    half = [t.to(torch.bfloat16) for t in (u, delta, B, C)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # u, delta, B, C as a bf16 linear gives them
+        got = selective_scan(half[0], half[1], A, half[2], half[3], D)
+    assert got.dtype == torch.bfloat16
+    # the same bf16-rounded inputs through the fp32 recurrence: only the output's rounding differs
+    expected = sequential(*(t.float() for t in half[:2]), A, *(t.float() for t in half[2:]), D)
+    torch.testing.assert_close(got.float(), expected, atol=0.05, rtol=0.01)
+    mixed = [t.requires_grad_() for t in (half[0].clone(), half[1].clone())]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        selective_scan(mixed[0], mixed[1], A, half[2], half[3], D).float().sum().backward()
+    for t in mixed:
+        assert t.grad is not None and t.grad.dtype == torch.bfloat16 and t.grad.isfinite().all()
+
+
 @pytest.mark.parametrize("length", [1, 13, 300])
 def test_selective_scan_gradients_equal_autograd_through_the_recurrence(length: int) -> None:
     args = [t.requires_grad_() for t in scan_inputs(2, length, 5, 3, seed=1, dtype=torch.float64)]

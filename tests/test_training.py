@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -365,6 +366,26 @@ def test_a_decaying_schedule_spans_the_window_budget_not_train_epochs(tmp_path):
     lrs = [row["train/lr"] for _, row in seen.rows]  # the lr each epoch began with
     # ... so the decay spans 3 epochs (over train.epochs it would be 0.01, 0.01 * 29/30, ...)
     assert lrs == pytest.approx([0.01, 0.01 * 2 / 3, 0.01 / 3])
+
+
+def test_bf16_precision_runs_the_step_in_bfloat16_and_keeps_weights_and_scoring_fp32(tmp_path):
+    from ptmkit.train import native_bf16
+
+    recipe, assembly, train, valid = _synthetic(tmp_path, "  precision: bf16\n")
+    seen: list[tuple[bool, torch.dtype]] = []
+    linear = next(m for m in assembly.graph.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(
+            assembly.graph, assembly.losses, train, valid, recipe.train, tmp_path / "b.pt", progress=False
+        )
+    emulated = [w for w in caught if "bf16 instructions" in str(w.message)]
+    assert len(emulated) == (0 if native_bf16() else 1)  # said once, and only where it is slower
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # validation
+    assert all(p.dtype == torch.float32 for p in assembly.graph.parameters())
+    assert all(math.isfinite(row["train/loss"]) for row in result.history)
 
 
 def test_a_seconds_budget_and_the_stop_reasons(tmp_path):

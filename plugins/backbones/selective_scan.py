@@ -124,6 +124,18 @@ def selective_scan(
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    dtypes = {x.dtype for x in (u, delta, A, B, C)}
+    low = dtypes & {torch.bfloat16, torch.float16}
+    if len(dtypes) > 1 or low or torch.is_autocast_enabled(u.device.type):
+        # The recurrence runs in fp32 (fp64 if given) whatever the caller's precision, as mamba-ssm's
+        # kernel keeps its state in fp32: a bf16 state loses the small per-step updates (and under
+        # autocast the inputs arrive as bf16 next to an fp32 A). y is returned in u's dtype.
+        work = torch.float64 if torch.float64 in dtypes else torch.float32
+        with torch.autocast(u.device.type, enabled=False):
+            y = selective_scan(
+                *(x.to(work) for x in (u, delta, A, B, C)), None if D is None else D.to(work), chunk=chunk
+            )
+        return y.to(u.dtype)
     N, L, d = u.shape
     n = A.shape[1]
     # Time-major, contiguous: each step of the loop then reads one contiguous [N, d, n] block.
