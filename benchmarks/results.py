@@ -88,15 +88,7 @@ def header(loaded: LoadedSuite, meta: dict) -> str:
             f"- Versions: {versions}",
             f"- Workers: {meta.get('workers', 1)} processes x {meta.get('threads_per_worker', '?')} torch "
             f"thread(s); data root `{meta.get('data_root', '')}`",
-            f"- Seeds: {', '.join(map(str, s.seeds))}; budget for every recipe: "
-            f"`{' '.join(s.set) or '(recipe defaults)'}`"
-            + "".join(f"; {d}: `{' '.join(o)}`" for d, o in s.dataset_set.items())
-            + "".join(f"; {r}: `{' '.join(o)}`" for r, o in s.recipe_set.items())
-            + "".join(
-                f"; {r} on {d}: `{' '.join(o)}`"
-                for r, per in s.recipe_dataset_set.items()
-                for d, o in per.items()
-            ),
+            f"- Seeds: {', '.join(map(str, s.seeds))}; budget for {loaded.budget_text()}",
             f"- Started {meta['started']}; MLflow parent run `{meta.get('parent_run_id', '')}` in "
             f"experiment `{s.experiment}`",
             "- ACC, SEN, SPEC and MCC at the threshold that maximised MCC on the validation split; "

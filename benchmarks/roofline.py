@@ -35,12 +35,14 @@ from ptmkit.datasets import resolve_data_root
 from ptmkit.inference import combined_loss, encode
 from ptmkit.outputs import write_text
 from ptmkit.run import split_rows
+from ptmkit.train import native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "uniptms-lite": ROOT / "experiments/uniptms-lite.yaml",
     "uniptms-mini-lite": ROOT / "experiments/uniptms-mini-lite.yaml",
     "bilstm": ROOT / "experiments/base-bilstm.yaml",
+    "musitedeep-cnn": ROOT / "experiments/musitedeep-cnn.yaml",
 }
 
 
@@ -61,19 +63,15 @@ def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 7) -> float
 
 
 def bf16_supported() -> bool:
-    """True when this CPU has native bf16 matmul instructions (AVX512-BF16 or AMX-BF16, from
-    /proc/cpuinfo); without them bf16 is emulated and slower than fp32. oneDNN's own check
-    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) also says True for plain AVX512, so it is
-    not used."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Native bf16 matmul instructions here (``ptmkit.train.native_bf16``: what training checks)."""
+    return native_bf16()
 
 
-def step_benchmark(path: Path, dataset: str, batch: int, steps: int, warmup: int, data_root: Path) -> dict:
-    """Windows/s, counted FLOPs and GFLOP/s of ``path``'s training step, fp32 and bf16 autocast."""
+def step_benchmark(
+    path: Path, dataset: str, batch: int, steps: int, warmup: int, data_root: Path, *, compile: bool = False
+) -> dict:
+    """Windows/s, counted FLOPs and GFLOP/s of ``path``'s training step, fp32 and bf16 autocast,
+    and with ``compile`` the fp32 step through ``torch.compile`` (compiled during the warm-up)."""
     torch.manual_seed(0)
     recipe = recipes.load(path, [f"data.source=uniptms:{dataset}"])
     assembly = assemble(recipe)
@@ -92,10 +90,12 @@ def step_benchmark(path: Path, dataset: str, batch: int, steps: int, warmup: int
     index = torch.arange(batch)
     feats, mask, labels = train.batch(index, cpu)
 
+    forward = model
+
     def step(autocast: bool) -> None:
         context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
         with context:
-            loss = combined_loss(losses, model(feats, mask), labels)
+            loss = combined_loss(losses, forward(feats, mask), labels)
         optimiser.zero_grad(set_to_none=True)
         loss.float().backward()
         optimiser.step()
@@ -122,7 +122,19 @@ def step_benchmark(path: Path, dataset: str, batch: int, steps: int, warmup: int
         bf16_error = None
     except RuntimeError as exc:  # an op without a bf16 path (the CPU selective scan mixes dtypes)
         bf16, bf16_error = None, str(exc).splitlines()[0]
+    compiled_s: float | None = None
+    compile_error = None
+    if compile:
+        try:
+            forward = torch.compile(model)
+            compiled_s = median_seconds(False)
+        except Exception as exc:  # no C++ compiler, an op inductor cannot lower
+            compile_error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        forward = model
     return {
+        "compiled_s": compiled_s,
+        "compile_speedup": fp32 / compiled_s if compiled_s else None,
+        "compile_error": compile_error,
         "parameters": assembly.parameters,
         "mflop_per_window": flops / batch / 1e6,
         "step_s_fp32": fp32,
@@ -152,6 +164,10 @@ def render(result: dict) -> str:
         "% of fp32 peak | windows/s bf16 autocast | bf16 speed-up |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    compiled = any(r.get("compiled_s") or r.get("compile_error") for r in result["recipes"].values())
+    if compiled:
+        lines[-2] += " torch.compile speed-up (fp32) |"
+        lines[-1] += "---|"
     for name, r in result["recipes"].items():
         if r["bf16_speedup"] is None:
             bf16 = f"fails: {r['bf16_error']} | n/a"
@@ -161,6 +177,9 @@ def render(result: dict) -> str:
             f"| {name} | {r['parameters']:,} | {r['mflop_per_window']:.1f} | {r['windows_per_s_fp32']:.0f} | "
             f"{r['gflops_fp32']:.1f} | {100 * r['gflops_fp32'] / peak32:.0f}% | {bf16} |"
         )
+        if compiled:
+            speed = r.get("compile_speedup")
+            lines[-1] += f" {speed:.2f}x |" if speed else f" fails: {r.get('compile_error')} |"
     lines += [
         "",
         "FLOPs are what `torch.utils.flop_counter.FlopCounterMode` counts (matmuls, convolutions, "
@@ -183,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data-root", type=Path)
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    p.add_argument("--compile", action="store_true", help="also time the fp32 step through torch.compile")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data_root = resolve_data_root(args.data_root)
@@ -204,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     peak = result["peak"]
     print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
     for name in args.recipes:
-        r = step_benchmark(RECIPES[name], args.dataset, args.batch, args.steps, args.warmup, data_root)
+        r = step_benchmark(
+            RECIPES[name], args.dataset, args.batch, args.steps, args.warmup, data_root, compile=args.compile
+        )
         result["recipes"][name] = r
         bf16 = f"{r['bf16_speedup']:.2f}x" if r["bf16_speedup"] else f"fails ({r['bf16_error']})"
         print(

@@ -173,7 +173,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 "seeds": " ".join(map(str, s.seeds)),
                 "recipes": " ".join(s.recipes),
                 "floor": " ".join(s.floor),
-                "budget": " ".join(s.set)[:5000],
+                "budget": loaded.budget_text()[:5000],
             }
         )
         mlflow.log_text(loaded.text, "suite.yaml")

@@ -124,6 +124,17 @@ class LoadedSuite:
             f"tracking.tags.bench_seed={json.dumps(str(seed))}",
         ]
 
+    def budget_text(self) -> str:
+        """Every override a suite applies besides data, seed and tracking, in words (reports, params)."""
+        s = self.suite
+        parts = [f"every recipe: `{' '.join(s.set) or '(recipe defaults)'}`"]
+        parts += [f"{d}: `{' '.join(o)}`" for d, o in s.dataset_set.items()]
+        parts += [f"{r}: `{' '.join(o)}`" for r, o in s.recipe_set.items()]
+        parts += [
+            f"{r} on {d}: `{' '.join(o)}`" for r, per in s.recipe_dataset_set.items() for d, o in per.items()
+        ]
+        return "; ".join(parts)
+
     def recipe(
         self, label: str, dataset: str, seed: int, uri: str | None = None, extra: list[str] | None = None
     ) -> recipes.Recipe:

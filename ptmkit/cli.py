@@ -360,9 +360,11 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from .datasets import resolve_data_root
     from .ensemble import build
     from .model_store import fetched
+    from .outputs import check_new_dir
     from .table import render
     from .tracking import tracking_uri
 
+    check_new_dir(args.output)  # before any model is downloaded or scored
     if args.threads:
         torch.set_num_threads(args.threads)
     uri = tracking_uri(args.uri)

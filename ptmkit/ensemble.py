@@ -2,9 +2,10 @@
 
 Seeds of one recipe, or different recipes trained on the same data and split, disagree where
 each is unsure; the mean of their probabilities is steadier than any one of them (MusiteDeep
-averages bootstrap models the same way). An ensemble is a package like any other: ``predict``,
-``evaluate``, the MLflow pyfunc and the model registry load it through
-:func:`ptmkit.package.read_package`, which hands this format to :func:`read_ensemble`.
+averages bootstrap models the same way). An ensemble is a package folder like any other:
+``predict`` and ``evaluate`` (and the MLflow pyfunc, given the folder as its artifact) load it
+through :func:`ptmkit.package.read_package`, which hands this format to :func:`read_ensemble`.
+(No command logs an ensemble to MLflow yet: it is a folder, its run id is its first member's.)
 
 Folder layout: ``model.json`` (format ``ptmkit-ensemble/1``, the members, the thresholds and
 the sha256 of every file) and ``members/<i>/``, each an untouched member package that is
@@ -27,7 +28,8 @@ from torch import nn
 
 from . import __version__, metrics, thresholds
 from .errors import PtmkitError
-from .package import FIXED_RULE, META, LoadedModel, package_root, read_package, sha256
+from .outputs import atomic_dir, check_new_dir
+from .package import FIXED_RULE, META, LoadedModel, _inside, package_root, read_package, sha256
 
 FORMAT = "ptmkit-ensemble/1"
 MEMBERS = "members"
@@ -130,10 +132,10 @@ def build(
     ``out``; thresholds from the members' shared validation split (read from ``data_root``)."""
     from .datasets import prepare_data
     from .inference import encode, infer
-    from .outputs import atomic_dir
 
     loaded = [m for m, _ in members]
     check_compatible(loaded)
+    check_output(out, [folder for _, folder in members])
     table, _ = prepare_data(loaded[0].recipe, data_root)
     valid = table.subset((table.frame["split"] == "valid").to_numpy())
     if not len(valid) or len(set(valid.labels.tolist())) < 2:
@@ -168,8 +170,14 @@ def build(
     with atomic_dir(out) as tmp:
         files: dict[str, str] = {}
         for i, (m, folder) in enumerate(members):
+            root = package_root(folder)
             dest = tmp / MEMBERS / str(i)
-            shutil.copytree(package_root(folder), dest)
+            dest.mkdir(parents=True)
+            # the member's own files only (model.json and what it lists), never anything beside them
+            for rel in [META, *(m.meta.get("files") or {})]:
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(_inside(root, rel), target)
             meta["members"].append(
                 {"path": f"{MEMBERS}/{i}", "name": m.name, "ref": m.ref, "run_id": m.meta.get("run_id")}
             )
@@ -178,11 +186,24 @@ def build(
                 files[p.relative_to(tmp).as_posix()] = sha256(p)
         meta["files"] = files
         (tmp / META).write_text(json.dumps(meta, indent=2))
-    built = read_ensemble(out, meta, str(out))  # what was written is what loads
-    again = infer(built.model, encode(built.features, valid)).scores
-    if not np.allclose(again, ensemble_scores, atol=1e-6):
-        raise PtmkitError(f"{out}: the written ensemble does not reproduce its validation scores")
-    return Built(out, built, report)
+        # what was written is what loads: read back from disk before the folder appears
+        written = json.loads((tmp / META).read_text())
+        check = read_ensemble(tmp, written, str(out))
+        again = infer(check.model, encode(check.features, valid)).scores
+        if not np.allclose(again, ensemble_scores, atol=1e-6):
+            raise PtmkitError(f"{out}: the written ensemble does not reproduce its validation scores")
+    return Built(out, read_ensemble(out, written, str(out)), report)
+
+
+def check_output(out: Path, member_folders: list[Path]) -> None:
+    """Refuse ``out`` up front: an existing non-empty folder, or a folder inside a member's
+    package (copying that member would then copy the ensemble being written into itself)."""
+    check_new_dir(out)
+    where = out.resolve()
+    for folder in member_folders:
+        root = package_root(folder).resolve()
+        if where == root or root in where.parents:
+            raise PtmkitError(f"{out} lies inside the member package {folder}; write the ensemble elsewhere")
 
 
 def read_ensemble(
@@ -191,7 +212,7 @@ def read_ensemble(
     """Rebuild an ensemble package: its own checksums, then every member by the package loader."""
     files: dict[str, str] = meta.get("files") or {}
     for rel, expected in files.items():
-        path = root / rel
+        path = _inside(root, rel)
         if not path.is_file():
             raise PtmkitError(f"model {ref}: {rel} is missing from the ensemble ({root})")
         if sha256(path) != expected:

@@ -173,19 +173,28 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """A new folder ``path``, filled in a hidden partial folder beside it and renamed into place
-    once the block completes: a failure leaves no half-written folder. An existing non-empty
-    ``path`` is refused up front (a model folder is never overwritten)."""
+def check_new_dir(path: str | Path) -> Path:
+    """Refuse, before any work, an output folder that exists and is not empty, or lies under a file."""
     path = Path(path)
     if path.exists() and not (path.is_dir() and not any(path.iterdir())):
         what = "folder that is not empty" if path.is_dir() else "file"
         raise PtmkitError(f"{path} is a {what}; give a new folder (nothing is overwritten)")
     refuse_file_above(path.parent, str(path))
+    return path
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A new folder ``path``, filled in a hidden partial folder beside it and renamed into place
+    once the block completes: a failure leaves no half-written folder. An existing non-empty
+    ``path`` is refused up front (a model folder is never overwritten)."""
+    path = check_new_dir(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o777 & ~umask)  # mkdtemp makes 0700: the folder is meant to be shared
     except OSError as exc:
         raise write_error(path, exc) from None
     try:

@@ -335,6 +335,11 @@ class TrainSection(_Strict):
         "training at the end of that epoch)",
     )
     grad_clip: float | None = Field(1.0, description="max gradient norm (null: no clipping)")
+    compile: bool = Field(
+        False,
+        description="train through torch.compile (inductor; needs a C++ compiler at run time, falls back to "
+        "eager with a warning without one)",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="training step arithmetic: fp32, or bf16 autocast (matmuls/convs in bfloat16; weights, "
@@ -772,6 +777,15 @@ def parse(
         if not lenient_source:
             raise
         source = None
+    preset = source.preset if source is not None else None
+    fixed = preset is not None and not source.reader.spec.obj.cuts_windows
+    if fixed and data.window is not None and data.window > preset.window:
+        # fragments can be centre-cropped, never widened: say so before any data is read
+        raise RecipeError(
+            f"{locate(('data', 'window'))}: data.window {data.window} is wider than the "
+            f"{preset.window}-residue fragments {preset.name} holds; "
+            f"choose a window of at most {preset.window}"
+        )
     train = _validate_section(TrainSection, raw.get("train"), ("train",), locate)
     tracking = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)
 

@@ -19,6 +19,7 @@ sweep's ``set`` and the variant's ``set`` apply. Every variant is validated befo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -276,13 +277,11 @@ def run_sweep(sweep: Sweep, *, data_root: Path, progress: bool = True) -> pd.Dat
     experiment_id = tracking.setup(uri, sweep.experiment)
     rows: dict[str, dict[str, Any]] = {}
     where = tracking.Phase("sweep setup")  # a signal ends the parent KILLED "during variant x (2/4)"
-    with tracking.deferred_signals():  # as MlflowTracker's writes: never cut in half
-        started = mlflow.start_run(experiment_id=experiment_id, run_name=sweep.name)
-    with (
-        started as parent,
-        tracking.ending_on_error(where),
-        tracking.Heartbeat(parent.info.run_id, uri),
-    ):
+    with contextlib.ExitStack() as stack:
+        with tracking.deferred_signals():  # as MlflowTracker.start: created and guarded whole
+            parent = stack.enter_context(mlflow.start_run(experiment_id=experiment_id, run_name=sweep.name))
+            stack.enter_context(tracking.ending_on_error(where))
+        stack.enter_context(tracking.Heartbeat(parent.info.run_id, uri))
         with tracking.deferred_signals():
             mlflow.set_tags({"ptmkit.sweep": sweep.name, "ptmkit.recipe": "sweep"})
             mlflow.log_params({"sweep.variants": len(sweep.recipes), "sweep.rank_by": sweep.rank_by})

@@ -109,22 +109,26 @@ class MlflowTracker:
         store = tracking.resolve_store(self.config.uri)
         self.uri, self.store = store.uri, store.describe()
         self.experiment_id = tracking.setup(self.uri, self.experiment)
-        with tracking.deferred_signals():  # the run is created whole, or not at all
-            started = mlflow.start_run(
-                experiment_id=self.experiment_id,
-                run_name=run_name,
-                nested=self.nested,
-                parent_run_id=self.parent_run_id,
-            )
-        with started as active:
-            self.run_id, self.status = active.info.run_id, "RUNNING"
+        with contextlib.ExitStack() as stack:
             try:
-                # a crash ends the run FAILED, SIGINT/SIGTERM KILLED; both with the reason in ptmkit.error
-                with tracking.ending_on_error(self._phase), tracking.Heartbeat(self.run_id, self.uri) as beat:
-                    self._heartbeat = beat
-                    yield self
+                # created and guarded whole: a signal held meanwhile lands inside ending_on_error
+                with tracking.deferred_signals():
+                    active = stack.enter_context(
+                        mlflow.start_run(
+                            experiment_id=self.experiment_id,
+                            run_name=run_name,
+                            nested=self.nested,
+                            parent_run_id=self.parent_run_id,
+                        )
+                    )
+                    self.run_id, self.status = active.info.run_id, "RUNNING"
+                    # a crash ends the run FAILED, SIGINT/SIGTERM KILLED; both with the reason in ptmkit.error
+                    stack.enter_context(tracking.ending_on_error(self._phase))
+                self._heartbeat = stack.enter_context(tracking.Heartbeat(self.run_id, self.uri))
+                yield self
             except BaseException as exc:
-                self.status = ending(exc, self._phase.now)[0]
+                if self.run_id:
+                    self.status = ending(exc, self._phase.now)[0]
                 raise
             finally:
                 self._heartbeat = None

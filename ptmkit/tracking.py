@@ -521,13 +521,21 @@ def deferred_signals() -> Iterator[None]:
         return
     caught: list[int] = []
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in saved:
-        signal.signal(s, lambda signum, frame: caught.append(signum))
     try:
+        for s in saved:  # inside the try: a signal between the two still gets both restored
+            signal.signal(s, lambda signum, frame: caught.append(signum))
         yield
     finally:
+        raised = None
         for s, handler in saved.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            while True:  # a real handler restored first may raise before the next is restored
+                try:
+                    signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+                    break
+                except BaseException as exc:
+                    raised = raised or exc
+        if raised is not None:
+            raise raised
         if caught:  # delivered even if the block raised: the signal wins (exit 143 / 130)
             signal.raise_signal(caught[0])
 
@@ -540,10 +548,11 @@ def end_active_run(exc: BaseException, phase: str) -> None:
     reason = interruption(exc)
     if reason:
         status, message = "KILLED", f"{reason} during {phase}"
-        release_interrupted(exc)
     else:
         status, message = "FAILED", f"{type(exc).__name__}: {exc}"
     with shielded():
+        if reason:
+            release_interrupted(exc)
         try:
             _while_locked(lambda: mlflow.set_tag(ERROR_TAG, message[:5000]))
         except Exception as err:  # the store went away: still try to end the run

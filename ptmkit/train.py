@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,6 +77,26 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
             stacklevel=3,
         )
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def compiled_step(model: ModelGraph, probe: tuple[dict[str, torch.Tensor], torch.Tensor]) -> Any:
+    """What the training step runs under ``train.compile``: ``torch.compile(model)`` if it works
+    here, else the model itself. Inductor needs a C++ compiler at run time (and
+    Triton on GPUs); without one the first call fails, so one forward and backward on ``probe``
+    (a real batch) is tried first, and any failure falls back to eager with a warning naming
+    the cause. The weights stay the model's own (checkpoints never carry ``_orig_mod.``)."""
+    try:
+        compiled = torch.compile(model)
+        compiled(*probe)["logits"].float().sum().backward()
+    except Exception as exc:  # a missing compiler, an op inductor cannot lower, ...
+        model.zero_grad(set_to_none=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warnings.warn(
+            f"train.compile: torch.compile failed here, training eagerly: {first[:300]}", stacklevel=2
+        )
+        return model
+    model.zero_grad(set_to_none=True)
+    return compiled
 
 
 @dataclass
@@ -264,7 +285,11 @@ def planned_epochs(cfg: TrainSection, windows_per_epoch: int) -> int:
     be known in advance: the schedule then spans ``train.epochs``.)"""
     if cfg.budget.windows is None:
         return cfg.epochs
-    return max(1, min(cfg.epochs, math.ceil(cfg.budget.windows / max(windows_per_epoch, 1))))
+    # what an epoch really trains on: a last batch of one is skipped (steps_per_epoch)
+    trained = windows_per_epoch - (
+        1 if windows_per_epoch > 1 and windows_per_epoch % cfg.batch_size == 1 else 0
+    )
+    return max(1, min(cfg.epochs, math.ceil(cfg.budget.windows / max(trained, 1))))
 
 
 def build_schedule(
@@ -316,6 +341,12 @@ def fit(
     )
     val_labels = valid.labels.numpy()
     step_precision = autocast_for(cfg.precision, device)  # re-entered each step (warns once)
+    forward: Any = model
+    if cfg.compile:
+        with step_precision:
+            forward = compiled_step(
+                model, train.batch(torch.arange(min(cfg.batch_size, len(train))), device)[:2]
+            )
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
@@ -324,7 +355,7 @@ def fit(
         epoch_start = time.perf_counter()
         model.train()
         for _, loss in losses:
-            loss.start_epoch(epoch, cfg.epochs)
+            loss.start_epoch(epoch, planned)  # ramps (HCL's lambda) span the epochs training will run
         lr = float(optimiser.param_groups[0]["lr"])  # what the epoch's first step uses
         order = epoch_rows(len(train), cfg.epoch_windows, generator, balance_labels)
         total, seen = 0.0, 0
@@ -334,8 +365,10 @@ def fit(
                 continue
             feats, mask, labels = train.batch(index, device)
             with step_precision:
-                outputs = model(feats, mask)
-                loss = combined_loss(losses, outputs, labels)
+                outputs = forward(feats, mask)
+            if cfg.precision != "fp32":  # losses (logsumexp, temperatures) in fp32, outside autocast
+                outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
+            loss = combined_loss(losses, outputs, labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

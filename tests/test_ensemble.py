@@ -144,3 +144,41 @@ def test_a_changed_member_file_is_refused_at_load(ensemble, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(PtmkitError, match="members/1/weights.pt does not match the sha256"):
         load_model(copy)
+
+
+def test_an_output_inside_a_member_package_is_refused_before_any_work(runs, tmp_path, capsys):
+    import shutil
+
+    member = tmp_path / "m0"
+    shutil.copytree(_package_folder(runs, "s0"), member)
+    args = ["ensemble", str(member), runs["ids"]["s1"], "-o", str(member / "ens"), "--quiet"]
+    assert main(args) == 2
+    assert "lies inside the member package" in capsys.readouterr().err
+    assert not (member / "ens").exists() and not list(member.glob(".ens.*"))
+
+
+def test_members_are_copied_file_by_file_and_the_folder_is_shared(runs, ensemble, tmp_path):
+    import os
+    import shutil
+
+    member = tmp_path / "m1"
+    shutil.copytree(_package_folder(runs, "s1"), member)
+    (member / "notes.txt").write_text("not part of the package")
+    out = tmp_path / "e2"
+    assert main(["ensemble", runs["ids"]["s0"], str(member), "-o", str(out), "--quiet"]) == 0
+    assert not (out / "members/1/notes.txt").exists()  # only model.json and the files it lists
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's private 0700
+
+
+def _package_folder(runs, name: str) -> Path:
+    """A local copy of a run's packaged model (the store's artifact folder)."""
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"runs:/{runs['ids'][name]}/model", tracking_uri=f"sqlite:///{runs['dir'] / 'mlflow.db'}"
+    )
+    from ptmkit.package import package_root
+
+    return package_root(Path(local))

@@ -445,6 +445,24 @@ def test_catalogue_window_crops_fragments(data_root: Path) -> None:
         load_source("uniptms:T1", base_dir=Path("."), data_root=data_root, window=51)
 
 
+def test_a_window_wider_than_a_presets_fragments_is_refused_at_parse_time(tmp_path: Path) -> None:
+    """`ptmkit validate` and a suite's up-front check catch it, at the recipe line, without data."""
+    from ptmkit import recipe as recipes
+    from ptmkit.errors import RecipeError
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: r\ndata:\n  source: uniptms:C2\n  window: 33\nfeatures:\n  onehot: {type: onehot}\n"
+        "model:\n  nodes:\n    head: {type: mlp_head, inputs: [onehot]}\n"
+    )
+    with pytest.raises(
+        RecipeError, match=r"r.yaml:4: data.window: data.window 33 is wider than the 31-residue"
+    ):
+        recipes.load(path)
+    assert recipes.load(path, ["data.window=31"]).data.window == 31
+    assert recipes.load(path, ["data.source=uniptms:K2"]).data.window == 33  # proteins: any window
+
+
 def test_catalogue_k2_warns_and_uses_window(data_root: Path) -> None:
     with pytest.warns(UserWarning) as record:
         table, info = load_source("uniptms:K2", base_dir=Path("."), data_root=data_root, window=15)

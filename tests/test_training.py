@@ -388,6 +388,58 @@ def test_bf16_precision_runs_the_step_in_bfloat16_and_keeps_weights_and_scoring_
     assert all(math.isfinite(row["train/loss"]) for row in result.history)
 
 
+COMPILE_SCRIPT = """
+import sys, warnings
+from pathlib import Path
+import torch
+sys.path.insert(0, {tests!r})
+from test_training import _synthetic
+from ptmkit.train import fit
+tmp = Path({tmp!r})
+recipe, assembly, train, valid = _synthetic(tmp, "  compile: true\\n")
+stop = recipe.train.early_stopping.model_copy(update={{"patience": 5}})
+cfg = recipe.train.model_copy(update={{"epochs": 2, "early_stopping": stop}})
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = fit(assembly.graph, assembly.losses, train, valid, cfg, tmp / "c.pt", progress=False)
+said = [str(w.message) for w in caught if "train.compile" in str(w.message)]
+keys = list(torch.load(tmp / "c.pt", weights_only=True))
+print("FELL_BACK" if said else "COMPILED", result.epochs_run, any("_orig_mod" in k for k in keys))
+print(said[0] if said else "")
+"""
+
+
+def _compile_run(tmp_path: Path, **env: str) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    script = COMPILE_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    environ = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environ, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_compile_trains_through_torch_compile_and_saves_plain_weights(tmp_path):
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler: the fallback test covers this machine")
+    lines = _compile_run(tmp_path)
+    assert lines[0] == "COMPILED 2 False", lines  # compiled, both epochs, no _orig_mod. in the checkpoint
+
+
+@pytest.mark.slow
+def test_compile_without_a_compiler_falls_back_to_eager_with_the_reason(tmp_path):
+    lines = _compile_run(tmp_path, CXX=str(tmp_path / "no-such-c++"))
+    assert lines[0] == "FELL_BACK 2 False"
+    assert lines[1].startswith("train.compile: torch.compile failed here, training eagerly: ")
+
+
 def test_a_seconds_budget_and_the_stop_reasons(tmp_path):
     recipe, assembly, train, valid = _synthetic(tmp_path, "  budget: {seconds: 1.0e-9}\n")
     cfg = recipe.train.model_copy(update={"epochs": 30})

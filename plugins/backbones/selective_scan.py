@@ -106,6 +106,13 @@ class _ScanChunk(torch.autograd.Function):
         return gu, gdelta, gA_rows.sum(0), gB, gC, G
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -126,7 +133,7 @@ def selective_scan(
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     dtypes = {x.dtype for x in (u, delta, A, B, C)}
     low = dtypes & {torch.bfloat16, torch.float16}
-    if len(dtypes) > 1 or low or torch.is_autocast_enabled(u.device.type):
+    if len(dtypes) > 1 or low or _autocast_on(u.device.type):
         # The recurrence runs in fp32 (fp64 if given) whatever the caller's precision, as mamba-ssm's
         # kernel keeps its state in fp32: a bf16 state loses the small per-step updates (and under
         # autocast the inputs arrive as bf16 next to an fp32 A). y is returned in u's dtype.

@@ -680,3 +680,35 @@ def test_what_an_unwound_frame_holds_on_the_store_is_let_go_before_the_run_is_en
         writer.execute("insert into t values (-1)")
         writer.commit()  # nothing holds the lock any more
         writer.close()
+
+
+def test_a_signal_while_the_run_is_created_ends_it_killed_not_finished(tmp_path: Path) -> None:
+    """The signal is held while MLflow creates the run, then lands inside the run's guard: the
+    run is ended KILLED (left open, MLflow's exit hook would have ended it FINISHED)."""
+    import mlflow
+    import sqlalchemy
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    from ptmkit.recipe import TrackingSection
+    from ptmkit.trackers import MlflowTracker
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    tracking.setup(uri, "signals")  # the store exists: the listener sees only the run's creation
+    engine = _get_store().engine
+
+    def interrupt(conn, cursor, statement, *args) -> None:  # noqa: ANN001, ANN002
+        if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
+            signal.raise_signal(signal.SIGINT)
+
+    tracker = MlflowTracker(TrackingSection(uri=uri, experiment="signals"))
+    sqlalchemy.event.listen(engine, "before_cursor_execute", interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt), tracker.start("created"):
+            pytest.fail("the held signal was not delivered before the body")
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", interrupt)
+    assert mlflow.active_run() is None
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and tracker.status == "KILLED"
+    assert run.data.tags["ptmkit.error"] == "interrupted by SIGINT during setup"
