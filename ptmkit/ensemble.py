@@ -29,7 +29,7 @@ from torch import nn
 from . import __version__, metrics, thresholds
 from .errors import PtmkitError
 from .outputs import atomic_dir, check_new_dir
-from .package import FIXED_RULE, META, LoadedModel, _inside, package_root, read_package, sha256
+from .package import FIXED_RULE, META, LoadedModel, _inside, package_root, read_package, sha256, verify_files
 
 FORMAT = "ptmkit-ensemble/1"
 MEMBERS = "members"
@@ -210,16 +210,7 @@ def read_ensemble(
     root: Path, meta: dict[str, Any], ref: str, *, device: str | torch.device = "cpu"
 ) -> LoadedModel:
     """Rebuild an ensemble package: its own checksums, then every member by the package loader."""
-    files: dict[str, str] = meta.get("files") or {}
-    for rel, expected in files.items():
-        path = _inside(root, rel)
-        if not path.is_file():
-            raise PtmkitError(f"model {ref}: {rel} is missing from the ensemble ({root})")
-        if sha256(path) != expected:
-            raise PtmkitError(
-                f"model {ref}: {rel} does not match the sha256 recorded in {META} (modified or corrupted "
-                "after the ensemble was built); refusing to load it"
-            )
+    verify_files(root, meta.get("files") or {}, ref, "ensemble")
     entries = meta.get("members")
     if not isinstance(entries, list) or len(entries) < 2:
         raise PtmkitError(f"model {ref}: {META} lists no members (an ensemble has at least 2)")

@@ -283,19 +283,23 @@ def package_root(directory: Path) -> Path:
     )
 
 
-def _verify(root: Path, meta: dict[str, Any], ref: str) -> None:
-    files: dict[str, str] = meta.get("files") or {}
-    if not (root / WEIGHTS).is_file():
-        raise PtmkitError(f"model {ref}: weights file {root / WEIGHTS} is missing; the package is incomplete")
+def verify_files(root: Path, files: dict[str, str], ref: str, what: str = "package") -> None:
+    """Every file ``model.json`` lists is inside ``root``, present, and has its recorded sha256."""
     for rel, expected in files.items():
-        path = root / rel
+        path = _inside(root, rel)
         if not path.is_file():
-            raise PtmkitError(f"model {ref}: {rel} is missing from the package ({root})")
+            raise PtmkitError(f"model {ref}: {rel} is missing from the {what} ({root})")
         if sha256(path) != expected:
             raise PtmkitError(
                 f"model {ref}: {rel} does not match the sha256 recorded in {META} (the file was "
-                "modified or corrupted after training); refusing to load it"
+                f"modified or corrupted after the {what} was written); refusing to load it"
             )
+
+
+def _verify(root: Path, meta: dict[str, Any], ref: str) -> None:
+    if not (root / WEIGHTS).is_file():
+        raise PtmkitError(f"model {ref}: weights file {root / WEIGHTS} is missing; the package is incomplete")
+    verify_files(root, meta.get("files") or {}, ref)
 
 
 def _corrupt(path: Path, ref: str, why: str) -> PtmkitError:

@@ -616,6 +616,16 @@ def test_ending_a_run_waits_out_a_locked_store_but_not_other_errors() -> None:
         tracking._while_locked(always_locked, budget=0.2)
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raising KeyboardInterrupt, as in a foreground run (pytest started as a background job
+    of a shell inherits SIGINT ignored, and the signal would then never arrive)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_signal_inside_a_metric_write_waits_for_the_write_then_ends_the_run_killed(tmp_path: Path) -> None:
     """SIGINT delivered while SQLAlchemy is inserting a metric: the write completes (no half
     transaction holding sqlite's lock), then the run unwinds and is ended KILLED at once."""
@@ -682,6 +692,7 @@ def test_what_an_unwound_frame_holds_on_the_store_is_let_go_before_the_run_is_en
         writer.close()
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_signal_while_the_run_is_created_ends_it_killed_not_finished(tmp_path: Path) -> None:
     """The signal is held while MLflow creates the run, then lands inside the run's guard: the
     run is ended KILLED (left open, MLflow's exit hook would have ended it FINISHED)."""
