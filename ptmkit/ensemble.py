@@ -192,7 +192,7 @@ def build(
         again = infer(check.model, encode(check.features, valid)).scores
         if not np.allclose(again, ensemble_scores, atol=1e-6):
             raise PtmkitError(f"{out}: the written ensemble does not reproduce its validation scores")
-    return Built(out, read_ensemble(out, written, str(out)), report)
+    return Built(out, check, report)  # read from the files now at ``out``: no second rebuild
 
 
 def check_output(out: Path, member_folders: list[Path]) -> None:
