@@ -161,6 +161,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         src = recipe.source
         window = f", window {src.window}" if src.window else ""
         print(f"data: {src.name} read by {src.reader.spec.name} ({src.ptm}{window})")
+    for i, (name, src) in enumerate(recipe.tasks.items()):
+        reader = src.reader.spec.name
+        print(f"task {i} {name}: {src.name} read by {reader} ({src.ptm}, window {recipe.data.window})")
     rows = [(n, recipe.features[n].spec.name, "", f.dim) for n, f in built.features.items()]
     rows += [(n, recipe.nodes[n].spec.name, ", ".join(graph.inputs[n]), graph.dims[n]) for n in graph.order]
     frame = pd.DataFrame(rows, columns=["name", "plugin", "inputs", "dim"]).set_index("name")
@@ -262,6 +265,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sort=args.sort,
         limit=args.limit,
         full_ids=args.full_ids,
+        tasks=args.tasks,
     )
     if table.empty:
         print("no runs match", file=sys.stderr)
@@ -333,10 +337,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data_root=resolve_data_root(args.data_root),
         progress=not args.quiet,
         tracking_uri=tracking_uri(args.uri),
+        task=args.task,
     )
     c = result.counts
+    what = f"task {result.task}" if result.task else f"{model.ptm}, {model.residues}"
     print(
-        f"{model.name} ({model.ptm}, {model.residues}, window {model.window}) on {args.source}"
+        f"{model.name} ({what}, window {model.window}) on {args.source}"
         f"{f' split {args.split}' if args.split else ''} (reader {result.reader}): {c['sites']} sites "
         f"({c['positive']} positive, {c['negative']} negative) in {c['proteins']} proteins"
     )
@@ -617,6 +623,11 @@ def parser() -> argparse.ArgumentParser:
         "--params",
         help="comma-separated param columns, in full or by a unique last part (train.epochs or epochs)",
     )
+    c.add_argument(
+        "--tasks",
+        action="store_true",
+        help="multi-task runs: each metric also per task (test/<task>/<metric>) and as their mean (macro)",
+    )
     c.add_argument("--status", help="only runs with this status: FINISHED, FAILED, KILLED, RUNNING")
     c.add_argument(
         "--sort", help="a column, metric or param to sort by (numbers and times descending, text ascending)"
@@ -692,6 +703,10 @@ def parser() -> argparse.ArgumentParser:
         "the split the model's run drew, from its data/splits.tsv.gz)",
     )
     ev.add_argument("--option", action="append", metavar="KEY=VALUE", help="extra reader option (repeatable)")
+    ev.add_argument(
+        "--task",
+        help="a multi-task model: the task the source is scored as (default: the task trained on the preset)",
+    )
     ev.add_argument("--data-root", help=DATA_ROOT_HELP)
     ev.add_argument("--format", **FORMAT_ARG)
     ev.add_argument("--json", metavar="FILE", help="also write counts, thresholds and metrics as JSON")

@@ -103,7 +103,7 @@ def metric_name(name: str, known: set[str] | None = None) -> str:
     for candidate in (key, key.lower()):
         if candidate in known:
             return candidate
-        if "/" not in candidate and f"test/{candidate}" in known:
+        if f"test/{candidate}" in known:  # mcc, or a task's K1/mcc, macro/ap
             return f"test/{candidate}"
     short = sorted(k.removeprefix("test/") for k in known if k.startswith("test/"))
     hint = _close(key.lower(), sorted(known) + short)
@@ -113,6 +113,17 @@ def metric_name(name: str, known: set[str] | None = None) -> str:
         "val_best/*, val/*, train/*, threshold/*, time/* (a bare name such as mcc means test/mcc; "
         "see docs/tracking.md)"
     )
+
+
+def _task_metrics(runs: pd.DataFrame, wanted: list[str]) -> list[str]:
+    """``test/<task>/<m>`` then ``test/macro/<m>`` for each shown ``test/<m>``, over the tasks of
+    the runs' ``ptmkit.tasks`` tags (in first-seen order)."""
+    tag = "tags.ptmkit.tasks"
+    names: list[str] = []
+    for value in runs[tag].dropna() if tag in runs else []:
+        names += [n for n in str(value).split(",") if n and n not in names]
+    base = [m.removeprefix("test/") for m in wanted if m.startswith("test/") and m.count("/") == 1]
+    return [f"test/{t}/{m}" for m in base for t in [*names, "macro"]] if names else []
 
 
 def table_metric(name: str) -> str:
@@ -232,11 +243,14 @@ def runs_table(
     sort: str | None = None,
     limit: int = 200,
     full_ids: bool = False,
+    tasks: bool = False,
 ) -> pd.DataFrame:
     """One row per run: id, name, dataset, recipe, status, start, metrics, params, what differs.
 
     ``run_id`` is the shortest prefix (>= 8 hex digits) unique in the whole store, which
     ``predict``, ``evaluate`` and ``register`` accept back; ``full_ids`` shows all 32 digits.
+    ``tasks``: also each task's ``test/<task>/<metric>`` for every metric shown, and their mean
+    over tasks (``test/macro/<metric>``), for the multi-task runs' tasks in the table.
     """
     import mlflow
 
@@ -268,6 +282,8 @@ def runs_table(
     param_keys = {c.removeprefix("params.") for c in runs.columns if c.startswith("params.")}
     asked = [m for m in metrics or DEFAULT_METRICS if m.strip()]
     wanted = list(dict.fromkeys(metric_name(m, metric_keys) for m in asked))
+    if tasks:
+        wanted = [*wanted, *_task_metrics(runs, wanted)]
     if runs.empty:
         return pd.DataFrame(columns=[*BASE_COLUMNS, *wanted, *(params or []), "differs"])
     shown = [param_name(p, param_keys) for p in params or [] if p.strip()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ import platformdirs
 from .errors import PtmkitError, RecipeError
 from .hooks import get_registry
 from .plugin_api import ReadContext
-from .sitetable import SiteTable
+from .sitetable import PROTEIN_IDS, SiteTable
 from .splits import apply_split_file, assign_splits, dedupe_splits, warn_label_conflicts
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class DatasetInfo:
     residues: str
     window: int
     paper: dict | None = None
+    #: per task, in recipe order, for a ``data.tasks`` recipe (empty otherwise)
+    tasks: dict[str, DatasetInfo] = field(default_factory=dict)
 
 
 def load_source(
@@ -175,26 +177,71 @@ def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInf
 
     ``data.split.group``/``dedupe`` and windows labelled both ways in training rows are reported
     as warnings (the CLI prints them as ``warning: ...``), never silently.
+
+    With ``data.tasks`` every task is read, filtered and split on its own (as its source defines:
+    a published test set stays, an unsplit source is carved with the recipe's fractions and
+    seed), fitted to the common ``data.window`` (narrower fragments centred and padded) and the
+    tasks are stacked in recipe order; ``DatasetInfo.tasks`` then holds each task's info.
     """
     data = recipe.data
+    if recipe.tasks:
+        tables, infos = [], {}
+        for name, source in recipe.tasks.items():
+            task = (data.tasks or {})[name]
+            split_file = (recipe.base_dir / task.split_file).resolve() if task.split_file else None
+            residues = task.residues if task.residues is not None else data.residues
+            table, info = _prepare_source(source, recipe, data_root, residues, split_file, fit=True)
+            tables.append(table)
+            infos[name] = info
+        table = tables[0]
+        for more in tables[1:]:
+            table = table.concat(more)
+        # a flag every task's reader must agree on (fragment ids are no proteins)
+        table.meta[PROTEIN_IDS] = all(t.meta.get(PROTEIN_IDS, True) for t in tables)
+        residues = "".join(sorted(set("".join(i.residues for i in infos.values()))))
+        names = ", ".join(infos)
+        ptms = ", ".join(sorted({i.ptm for i in infos.values()}))
+        info = DatasetInfo(name=f"tasks:{names}", ptm=ptms, residues=residues, window=table.width)
+        return table, replace(info, tasks=infos)
     if recipe.source is None:
         raise PtmkitError(f"recipe {recipe.name!r} has no resolved source (use ptmkit.recipe.parse)")
+    split_file = (recipe.base_dir / data.split.file).resolve() if data.split.file else None
+    return _prepare_source(recipe.source, recipe, data_root, data.residues, split_file, fit=False)
+
+
+def _prepare_source(
+    source: SourceUse,
+    recipe: Recipe,
+    data_root: Path,
+    residues: str | None,
+    split_file: Path | None,
+    *,
+    fit: bool,
+) -> tuple[SiteTable, DatasetInfo]:
+    """One source (or task) read, residue-filtered and split; ``fit``: to ``data.window`` by
+    cropping or padding (a task of a multi-task recipe), else by cropping only."""
+    data = recipe.data
+    cuts = source.reader.spec.obj.cuts_windows
     table, info = read_source(
-        recipe.source,
+        source,
         base_dir=recipe.base_dir,
         data_root=data_root,
-        window=data.window,
-        residues=data.residues,
+        window=data.window if (cuts or not fit) else None,
+        residues=residues,
     )
-    if data.residues:
-        keep = table.frame["residue"].isin(list(data.residues)).to_numpy()
+    if fit and data.window is not None:
+        table = table.fit_width(data.window)
+        info = replace(info, window=table.width)
+    if residues:
+        keep = table.frame["residue"].isin(list(residues)).to_numpy()
         table = table.subset(keep)
         if not len(table):
-            raise PtmkitError(f"data.residues={data.residues!r} keeps no site of {info.name}")
-        info = replace(info, residues=data.residues)  # what the model is trained on, and scans for
+            where = f"data.tasks.{source.task}.residues" if fit else "data.residues"
+            raise PtmkitError(f"{where}={residues!r} keeps no site of {info.name}")
+        info = replace(info, residues=residues)  # what the model is trained on, and scans for
     split = data.split
-    if split.file:
-        table = apply_split_file(table, (recipe.base_dir / split.file).resolve(), dedupe=split.dedupe)
+    if split_file is not None:
+        table = apply_split_file(table, split_file, dedupe=split.dedupe)
     else:
         table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed, group=split.group)
     if split.dedupe:

@@ -49,9 +49,11 @@ class MeanProbability(nn.Module):
         self.members = nn.ModuleList(members)
         self.inputs = inputs
 
-    def forward(self, features: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, features: dict[str, torch.Tensor], mask: torch.Tensor, task: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         probs = [
-            torch.sigmoid(member({own: features[key] for own, key in names.items()}, mask)["logits"])
+            torch.sigmoid(member({own: features[key] for own, key in names.items()}, mask, task)["logits"])
             for member, names in zip(self.members, self.inputs, strict=True)
         ]
         return {"logits": torch.logit(torch.stack(probs).mean(dim=0), eps=EPS)}
@@ -86,6 +88,12 @@ def check_compatible(members: list[LoadedModel]) -> None:
     if len(members) < 2:
         raise PtmkitError(f"an ensemble needs at least 2 models, got {len(members)}")
     first = members[0]
+    multi = [m.ref for m in members if m.multitask]
+    if multi:
+        raise PtmkitError(
+            f"model {multi[0]} is a multi-task model; ensembles of multi-task models (thresholds per "
+            "task on a shared validation split) are not supported yet"
+        )
     for m in members[1:]:
         for what, a, b in (
             ("window", first.window, m.window),

@@ -38,6 +38,16 @@ class Evaluation:
     dropped_residues: int = 0
     #: where ``split`` came from when the source has none of its own (the run's splits artifact)
     split_from: str | None = None
+    #: the task of a multi-task model the source was scored as (None: a one-task model)
+    task: str | None = None
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The cut-offs in force: the model's, or its scored task's."""
+        return self.model.tasks[self.model_task_index()].thresholds if self.task else self.model.thresholds
+
+    def model_task_index(self) -> int:
+        return [t.name for t in self.model.tasks].index(self.task) if self.task else 0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -52,7 +62,7 @@ class Evaluation:
     def frame(self) -> pd.DataFrame:
         """Rows: threshold rules; columns: metrics (like ``ptmkit run``'s test table)."""
         r = self.report
-        t = self.model.thresholds
+        t = self.thresholds
         rows = {
             "threshold 0.5": {k: r[k] for k in metrics.NAMES},
             f"{RUN_RULE} threshold {t[RUN_RULE]:.4f}": {
@@ -83,7 +93,8 @@ class Evaluation:
             "reader": self.reader,
             "split": self.split,
             "counts": self.counts,
-            "thresholds": self.model.thresholds,
+            "task": self.task,
+            "thresholds": self.thresholds,
             "metrics": self.report,
             "dropped_off_target_rows": self.dropped_residues,
             "split_from": self.split_from,
@@ -113,7 +124,12 @@ def guess_reader(path: Path) -> str:
 
 
 def run_split(
-    model: LoadedModel, table: SiteTable, source: str, split: str, tracking_uri: str | None
+    model: LoadedModel,
+    table: SiteTable,
+    source: str,
+    split: str,
+    tracking_uri: str | None,
+    task: str | None = None,
 ) -> tuple[SiteTable, str]:
     """``table`` split as the model's run split it: the run's own ``data/splits.tsv.gz``.
 
@@ -156,10 +172,42 @@ def run_split(
                 f"could not be read from {artifact} in {uri}: {first} (pass --uri for the run's store)"
             ) from None
         data = model.recipe.data
-        if data.residues:  # the run filtered residues before it split
-            table = table.subset(table.frame["residue"].isin(list(data.residues)).to_numpy())
+        residues = data.residues
+        if task is not None:  # a multi-task run's splits hold every task's rows: keep this task's
+            saved = pd.read_csv(local, sep="\t", dtype=str, keep_default_na=False)
+            local = str(Path(tmp) / "task_splits.tsv.gz")
+            saved[saved["task"] == task].to_csv(local, sep="\t", index=False, compression="gzip")
+            own = (data.tasks or {}).get(task)
+            residues = own.residues if own is not None and own.residues is not None else residues
+        if residues:  # the run filtered residues before it split
+            table = table.subset(table.frame["residue"].isin(list(residues)).to_numpy())
         table = apply_split_file(table, Path(local), dedupe=data.split.dedupe)
     return table, artifact
+
+
+def model_task(model: LoadedModel, source: str, task: str | None) -> str | None:
+    """The task of a multi-task ``model`` that ``source`` is scored as: ``task``, or the one task
+    trained on this preset; None for a one-task model."""
+    if not model.multitask:
+        if task is not None:
+            raise PtmkitError(
+                f"--task {task}: model {model.ref} has one task ({model.ptm}); leave --task out"
+            )
+        return None
+    names = [t.name for t in model.tasks]
+    if task is not None:
+        if task not in names:
+            raise PtmkitError(
+                f"--task {task}: model {model.ref} has no such task; its tasks: {', '.join(names)}"
+            )
+        return task
+    trained = [n for n, t in (model.recipe.data.tasks or {}).items() if t.source == source]
+    if len(trained) == 1:
+        return trained[0]
+    raise PtmkitError(
+        f"model {model.ref} has {len(names)} tasks ({', '.join(names)}); say which one {source} is "
+        "scored as with --task NAME"
+    )
 
 
 def check_reader_options(reader: str, options: dict[str, object], flag: str = "--option") -> None:
@@ -191,17 +239,23 @@ def load_labelled(
     options: dict[str, Any] | None,
     data_root: Path,
     tracking_uri: str | None = None,
-) -> tuple[SiteTable, str, int, str | None]:
-    """Read ``source`` with the model's window; keep ``split`` and the model's residues.
+    task: str | None = None,
+) -> tuple[SiteTable, str, int, str | None, str | None]:
+    """Read ``source`` with the model's window; keep ``split`` and the model's (task's) residues.
 
-    Returns the rows, the reader, how many off-target rows were left out, and where ``split``
-    came from when the run drew it (a preset without that split, see :func:`run_split`).
+    Returns the rows, the reader, how many off-target rows were left out, where ``split``
+    came from when the run drew it (a preset without that split, see :func:`run_split`), and
+    the task of a multi-task model the rows are scored as (:func:`model_task`).
     """
     from .hooks import get_registry
     from .recipe import parse_source
 
     split_from = None
     registry = get_registry()
+    task_name = model_task(model, source, task)
+    residues = (
+        model.tasks[[t.name for t in model.tasks].index(task_name)].residues if task_name else model.residues
+    )
     if catalog.is_catalog_name(source):
         if reader or options:
             raise PtmkitError("--reader/--option apply to files; a dataset preset brings its own reader")
@@ -212,9 +266,9 @@ def load_labelled(
             # read only the requested split's file (K2's test proteins, not its 55k training rows)
             config = use.reader.config.model_copy(update={"files": {split: files[split]}})
             use = replace(use, reader=replace(use.reader, config=config))
-        table, _ = read_source(use, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+        table = _read_at_width(use, model, data_root, fit=task_name is not None)
         if split in ("train", "valid", "test") and split not in set(table.frame["split"]):
-            table, split_from = run_split(model, table, source, split, tracking_uri)
+            table, split_from = run_split(model, table, source, split, tracking_uri, task_name)
     else:
         path = Path(source).expanduser()
         if path.is_dir():
@@ -231,25 +285,36 @@ def load_labelled(
         settings: dict[str, Any] = {
             "reader": reader_name,
             "files": {split or "test": str(path.resolve())},
-            "residues": model.residues,
+            "residues": residues,
             "ptm": model.ptm,
             **(options or {}),
         }
         use = parse_source(settings, registry, prefix=("SOURCE",))
-        table, _ = read_source(use, base_dir=Path.cwd(), data_root=data_root, window=model.window)
+        table = _read_at_width(use, model, data_root, fit=task_name is not None)
     if split:
         present = sorted(set(table.frame["split"]))
         if split not in present:
             raise PtmkitError(f"{source} has no {split!r} split; it has {', '.join(present)}")
         table = table.split(split)
-    keep = table.frame["residue"].isin(list(model.residues)).to_numpy()
+    keep = table.frame["residue"].isin(list(residues)).to_numpy()
     dropped = int((~keep).sum())
     table = table.subset(keep)
     if not len(table):
-        raise PtmkitError(f"{source}: no site with a {model.residues} centre residue to evaluate")
+        raise PtmkitError(f"{source}: no site with a {residues} centre residue to evaluate")
     if table.width != model.window:
         raise PtmkitError(f"{source}: windows of width {table.width}, but the model reads {model.window}")
-    return table, reader_name, dropped, split_from
+    if task_name is not None:
+        table.frame["task"] = task_name
+    return table, reader_name, dropped, split_from, task_name
+
+
+def _read_at_width(use: Any, model: LoadedModel, data_root: Path, *, fit: bool) -> SiteTable:
+    """The source's rows at the model's window: cut or cropped to it, and for a multi-task model
+    (trained on a common width) narrower fragments centred and padded, as training fitted them."""
+    cuts = use.reader.spec.obj.cuts_windows
+    window = model.window if (cuts or not fit) else None
+    table, _ = read_source(use, base_dir=Path.cwd(), data_root=data_root, window=window)
+    return table.fit_width(model.window) if fit else table
 
 
 def evaluate_model(
@@ -262,13 +327,14 @@ def evaluate_model(
     data_root: Path,
     progress: bool = False,
     tracking_uri: str | None = None,
+    task: str | None = None,
 ) -> Evaluation:
     """Metrics of ``model`` on a labelled source (``metrics.evaluate`` at the run's tuned threshold,
     plus the metrics at predict's default threshold, ``spec95_*``).
 
     ``tracking_uri`` is the store of the model's run, read when the split must be rebuilt.
     """
-    table, reader_name, dropped, split_from = load_labelled(
+    table, reader_name, dropped, split_from, task_name = load_labelled(
         model,
         source,
         reader=reader,
@@ -276,12 +342,16 @@ def evaluate_model(
         options=options,
         data_root=data_root,
         tracking_uri=tracking_uri,
+        task=task,
     )
     labels = table.labels
-    scores = infer(model.model, encode(model.features, table, progress=progress)).scores
-    thresholds = model.thresholds
+    names = [t.name for t in model.tasks] if task_name else None
+    scores = infer(model.model, encode(model.features, table, tasks=names, progress=progress)).scores
+    result = Evaluation(model, source, reader_name, split, table, scores, {}, dropped, split_from, task_name)
+    thresholds = result.thresholds
     report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])
     if DEFAULT_RULE in thresholds:
         at95 = metrics.at_threshold(labels, scores, thresholds[DEFAULT_RULE])
         report.update({f"spec95_{k}": at95[k] for k in ("acc", "sen", "spec", "mcc")})
-    return Evaluation(model, source, reader_name, split, table, scores, report, dropped, split_from)
+    result.report = report
+    return result

@@ -223,10 +223,25 @@ class ModelGraph(nn.Module):
             self.dims[name] = block.output_dims["out"]
             self.blocks[name] = block
         self.tasks = self.dims[self.output]
+        expected = len(recipe.tasks) or 1
+        if self.tasks != expected:
+            what = f"the {expected} data.tasks ({', '.join(recipe.tasks)})" if recipe.tasks else "one task"
+            hint = "tasks" if recipe.tasks else "tasks: 1 (or declare data.tasks)"
+            problem = (
+                f"{nodes[self.output].where}: the output node {self.output!r} gives {self.tasks} logits "
+                f"per row, but the recipe has {what}; set its {hint}"
+            )
+            raise GraphError(_at(where, _node_key(self.output), problem))
 
-    def forward(self, features: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, features: dict[str, torch.Tensor], mask: torch.Tensor, task: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every node's outputs, plus ``logits``: [N] (one output, or each row's own task's logit
+        when ``task``, long [N], is given for an [N, T] output; all T are ``task_logits``)."""
         values: dict[str, torch.Tensor] = dict(features)
         values["mask"] = mask
+        if task is not None:
+            values["task"] = task
         for name in self.order:
             result = self.blocks[name]([values[ref] for ref in self.inputs[name]], mask)
             if isinstance(result, torch.Tensor):
@@ -235,7 +250,11 @@ class ModelGraph(nn.Module):
                 values[f"{name}.{out}"] = tensor
             values[name] = result["out"]
         logits = values[self.output]
-        values["logits"] = logits.squeeze(-1) if logits.dim() == 2 and logits.shape[-1] == 1 else logits
+        if task is not None and logits.dim() == 2 and logits.shape[-1] > 1:
+            values["task_logits"] = logits
+            values["logits"] = logits.gather(1, task.unsqueeze(1)).squeeze(1)
+        else:
+            values["logits"] = logits.squeeze(-1) if logits.dim() == 2 and logits.shape[-1] == 1 else logits
         return values
 
     def describe(self) -> list[tuple[str, str, list[str], int]]:

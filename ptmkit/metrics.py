@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 from sklearn.metrics import (
     average_precision_score,
@@ -164,4 +166,39 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, tuned_threshold: float) -> 
     tuned = at_threshold(labels, scores, tuned_threshold)
     out.update({f"tuned_{k}": tuned[k] for k in ("acc", "sen", "spec", "mcc")})
     out["sen_at_spec95"] = sensitivity_at_specificity(labels, scores, 0.95)
+    return out
+
+
+#: Key of the mean over tasks in per-task metric names (``test/macro/mcc``).
+MACRO = "macro"
+
+
+def by_task(
+    report: Callable[[np.ndarray, np.ndarray, float], dict[str, float]],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    task: np.ndarray,
+    names: Sequence[str],
+    thresholds: Sequence[float] | float = 0.5,
+) -> dict[str, float]:
+    """``report`` on each task's rows, as ``<task>/<metric>``, and their unweighted mean over
+    tasks as ``macro/<metric>`` (a task without both classes in these rows gives NaN for its
+    ranking metrics and is left out of that metric's mean).
+
+    ``task``: each row's index into ``names``; ``thresholds``: one per task, or one for all.
+    """
+    task = np.asarray(task)
+    cuts = [thresholds] * len(names) if np.isscalar(thresholds) else list(thresholds)
+    out: dict[str, float] = {}
+    per: dict[str, list[float]] = {}
+    for i, name in enumerate(names):
+        rows = task == i
+        if not rows.any():
+            continue
+        for key, value in report(np.asarray(labels)[rows], np.asarray(scores)[rows], float(cuts[i])).items():
+            out[f"{name}/{key}"] = value
+            per.setdefault(key, []).append(value)
+    for key, values in per.items():
+        finite = [v for v in values if np.isfinite(v)]
+        out[f"{MACRO}/{key}"] = float(np.mean(finite)) if finite else float("nan")
     return out

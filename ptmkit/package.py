@@ -35,8 +35,11 @@ from .recipe import Recipe
 from .thresholds import FIXED_RULE
 
 FORMAT = "ptmkit-model/2"
+#: A multi-task package (``tasks`` in model.json): an older ptmkit, which would read only its
+#: top-level ptm/residues, refuses it by this format instead of scoring one task wrongly.
+TASKS_FORMAT = "ptmkit-model/3"
 #: Formats this loader reads (1: before checksums and feature state existed).
-READABLE = ("ptmkit-model/1", FORMAT)
+READABLE = ("ptmkit-model/1", FORMAT, TASKS_FORMAT)
 WEIGHTS, RECIPE, META, FEATURES = "weights.pt", "recipe.yaml", "model.json", "features"
 #: Key of the package among a pyfunc model's artifacts (``artifacts/<folder>/`` inside it).
 PYFUNC_KEY = "ptmkit"
@@ -170,8 +173,12 @@ def write_package(
     thresholds: dict[str, float],
     best_epoch: int,
     run_id: str | None = None,
+    tasks: list[ModelTask] | None = None,
 ) -> Path:
-    """Write the package folder; ``model.json`` lists the sha256 of every other file."""
+    """Write the package folder; ``model.json`` lists the sha256 of every other file.
+
+    ``tasks`` (a multi-task model, in its output order): each task's name, PTM, residues and
+    validation thresholds; the top-level ``thresholds`` then hold only the fixed cut-off."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / WEIGHTS)
     (directory / RECIPE).write_text(recipe.to_yaml())
@@ -197,7 +204,7 @@ def write_package(
         if p.is_file() and p.name != META
     }
     meta = {
-        "format": FORMAT,
+        "format": TASKS_FORMAT if tasks else FORMAT,
         "name": recipe.name,
         "dataset": dataset,
         "ptm": ptm,
@@ -205,6 +212,7 @@ def write_package(
         "window": window,
         "features": feature_meta,
         "thresholds": {"default": float(FIXED_RULE), **thresholds},
+        **({"tasks": [t.to_json() for t in tasks]} if tasks else {}),
         "best_epoch": best_epoch,
         "run_id": run_id,
         "ptmkit_version": __version__,
@@ -213,6 +221,30 @@ def write_package(
     }
     (directory / META).write_text(json.dumps(meta, indent=2))
     return directory
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One task of a packaged model: what it predicts, on which residues, with which cut-offs
+    (``default`` is the fixed 0.5; the others were chosen on that task's validation rows)."""
+
+    name: str
+    ptm: str
+    residues: str
+    thresholds: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        cuts = {"default": float(FIXED_RULE), **self.thresholds}
+        return {"name": self.name, "ptm": self.ptm, "residues": self.residues, "thresholds": cuts}
+
+    def threshold(self, rule: str, ref: str = "") -> float:
+        """The cut-off of a named rule (``ptmkit.thresholds.RULES``; ``0.5`` is ``default``)."""
+        key = "default" if rule in (FIXED_RULE, "default") else rule
+        if key not in self.thresholds:
+            have = ", ".join(FIXED_RULE if k == "default" else k for k in self.thresholds)
+            where = f"model {ref}" + (f", task {self.name}" if self.name != self.ptm else "")
+            raise PtmkitError(f"{where}: no threshold rule {rule!r}; it has {have}")
+        return float(self.thresholds[key])
 
 
 # ---------------------------------------------------------------------------- loading
@@ -247,13 +279,36 @@ class LoadedModel:
     def thresholds(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.meta["thresholds"].items()}
 
+    @property
+    def tasks(self) -> list[ModelTask]:
+        """The model's tasks in output order; a one-task model has one, named by its PTM."""
+        if "tasks" in self.meta:
+            return [
+                ModelTask(
+                    str(t["name"]),
+                    str(t["ptm"]),
+                    str(t["residues"]),
+                    {k: float(v) for k, v in t["thresholds"].items()},
+                )
+                for t in self.meta["tasks"]
+            ]
+        return [ModelTask(self.ptm, self.ptm, self.residues, self.thresholds)]
+
+    @property
+    def multitask(self) -> bool:
+        """Several tasks, scored as one [N, T] output (``tasks`` in model.json)."""
+        return "tasks" in self.meta
+
     def threshold(self, rule: str) -> float:
-        """The cut-off of a named rule (``ptmkit.thresholds.RULES``; ``0.5`` is stored as ``default``)."""
-        key = "default" if rule in (FIXED_RULE, "default") else rule
-        if key not in self.meta["thresholds"]:
-            have = ", ".join(FIXED_RULE if k == "default" else k for k in self.meta["thresholds"])
-            raise PtmkitError(f"model {self.ref}: no threshold rule {rule!r}; it has {have}")
-        return float(self.meta["thresholds"][key])
+        """The cut-off of a named rule (``ptmkit.thresholds.RULES``; ``0.5`` is stored as ``default``).
+
+        A multi-task model has one per task: :meth:`ModelTask.threshold` of ``tasks``."""
+        if self.multitask:
+            raise PtmkitError(
+                f"model {self.ref} has {len(self.tasks)} tasks, each with its own thresholds; "
+                "ask a task (LoadedModel.tasks[i].threshold)"
+            )
+        return self.tasks[0].threshold(rule, self.ref)
 
 
 def _pyfunc_package(directory: Path) -> Path | None:

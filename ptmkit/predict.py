@@ -175,7 +175,17 @@ class ScanModel:
     model: LoadedModel
     label: str
     rule: str
-    threshold: float
+    #: the cut-off per task of ``model.tasks`` (one for a one-task model)
+    thresholds: list[float]
+
+    @property
+    def threshold(self) -> float:
+        """The cut-off of a one-task model (a multi-task model has one per task: ``thresholds``)."""
+        return self.thresholds[0]
+
+    def track(self, task: int) -> str:
+        """The ``ptm_type`` of the rows of ``model.tasks[task]``: the PTM, or the task's name."""
+        return self.model.tasks[task].name if self.model.multitask else self.model.ptm
 
 
 def scan_models(
@@ -191,10 +201,10 @@ def scan_models(
     for i, m in enumerate(models):
         label = m.name if names.count(m.name) == 1 else f"{m.name}-{i + 1}"
         if threshold is not None:
-            out.append(ScanModel(m, label, "user", float(threshold)))
+            out.append(ScanModel(m, label, "user", [float(threshold)] * len(m.tasks)))
         else:
             chosen = rule or DEFAULT_RULE
-            out.append(ScanModel(m, label, chosen, m.threshold(chosen)))
+            out.append(ScanModel(m, label, chosen, [t.threshold(chosen, m.ref) for t in m.tasks]))
     return out
 
 
@@ -279,20 +289,30 @@ class Scanner:
                 t0 = time.perf_counter()
                 # a view of this model's residues in the shared encodings: no copy of them
                 encoded = Encoded(tensors, mask if rows is None else mask[rows], index=rows)
+                # one pass: a multi-task model scores every task of a row at once ([n, T])
                 scores = infer(model.model, encoded, batch_size=self.batch_size).scores
                 self.model_seconds += time.perf_counter() - t0
-                part = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
-                part["ptm_type"] = model.ptm
-                part["score"] = scores.astype(np.float64)
-                part["call"] = (scores >= scan_model.threshold).astype(np.int64)
-                part["model"] = scan_model.label
-                part["_protein"] = index[keep]
-                part["_model"] = i
-                frames.append(part)
+                scores = scores.reshape(len(scores), -1)
+                kept = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
+                kept_residues, kept_protein = residues[keep], index[keep]
+                for j, task in enumerate(model.tasks):
+                    mine = np.isin(kept_residues, list(task.residues))
+                    if not mine.any():
+                        continue
+                    part = kept[mine].reset_index(drop=True)
+                    part["ptm_type"] = scan_model.track(j)
+                    part["score"] = scores[mine, j].astype(np.float64)
+                    part["call"] = (part["score"].to_numpy() >= scan_model.thresholds[j]).astype(np.int64)
+                    part["model"] = scan_model.label
+                    part["_protein"] = kept_protein[mine]
+                    part["_model"] = i
+                    part["_task"] = j
+                    frames.append(part)
         if not frames:
-            return pd.DataFrame(columns=[*COLUMNS, "_protein", "_model"]), skipped
+            return pd.DataFrame(columns=[*COLUMNS, "_protein", "_model", "_task"]), skipped
         out = pd.concat(frames, ignore_index=True)
-        out = out.sort_values(["_protein", "_model", "position"], kind="mergesort").reset_index(drop=True)
+        order = ["_protein", "_model", "_task", "position"]
+        out = out.sort_values(order, kind="mergesort").reset_index(drop=True)
         return out, skipped
 
     def _rows(self, eligible: list[tuple[int, Protein]], width: int) -> tuple[SiteTable, np.ndarray]:
@@ -393,9 +413,14 @@ class PredictSummary:
         ]
         for m in self.models:
             label = m["label"]
+            if "tasks" in m:  # a multi-task model: one threshold per task
+                cuts = ", ".join(f"{t['name']} {t['threshold']:.4f}" for t in m["tasks"])
+                at = f"{m['rule']} thresholds per task ({cuts})"
+            else:
+                at = f"{m['rule']} threshold {m['threshold']:.4f}"
             line = (
                 f"  {label}: {m['ptm_type']} ({m['residues']}), {self.sites[label]} sites, "
-                f"{self.calls[label]} called at {m['rule']} threshold {m['threshold']:.4f}"
+                f"{self.calls[label]} called at {at}"
             )
             if self.known_candidates[label]:
                 line += f"; known sites called {self.known_called[label]}/{self.known_candidates[label]}"
@@ -428,10 +453,12 @@ def _header_lines(models: list[ScanModel], fasta: str) -> list[str]:
     lines = []
     for m in models:
         meta = m.model
-        lines.append(
-            f"# ptmkit predict: model={m.label}, ref={meta.ref}, ptm_type={meta.ptm}, "
-            f"residues={meta.residues}, window={meta.window}, rule={m.rule}, threshold={m.threshold:.6f}"
-        )
+        for j, task in enumerate(meta.tasks):
+            lines.append(
+                f"# ptmkit predict: model={m.label}, ref={meta.ref}, ptm_type={m.track(j)}, "
+                f"residues={task.residues}, window={meta.window}, rule={m.rule}, "
+                f"threshold={m.thresholds[j]:.6f}"
+            )
     lines.append(
         f"# ptmkit {__version__}: input={fasta}; position is 1-based; call = 1 when score >= threshold "
         "(on the unrounded score)"
@@ -531,8 +558,16 @@ def _model_info(m: ScanModel) -> dict[str, Any]:
         "residues": m.model.residues,
         "window": m.model.window,
         "rule": m.rule,
-        "threshold": m.threshold,
-        "thresholds": m.model.thresholds,
+        **(
+            {
+                "tasks": [
+                    {**t.to_json(), "threshold": cut}
+                    for t, cut in zip(m.model.tasks, m.thresholds, strict=True)
+                ]
+            }
+            if m.model.multitask
+            else {"threshold": m.threshold, "thresholds": m.model.thresholds}
+        ),
     }
 
 
@@ -633,14 +668,20 @@ def _plots(
 
 
 def plot_protein(protein: Protein, rows: pd.DataFrame, scan: list[ScanModel], path: Path) -> Path:
-    """Score along the sequence, one panel per model: threshold line, calls, known sites marked.
+    """Score along the sequence, one panel per model and task: threshold line, calls, known
+    sites marked.
 
     The layout follows the UniPTMs case-study figure: stems at every candidate residue, the
     cut-off as a dashed line, and the sites the input annotates as red triangles on top.
     """
     from .plots import plt, save_figure  # pyplot with the Agg backend (no display needed)
 
-    used = [m for i, m in enumerate(scan) if (rows["_model"] == i).any()]
+    used = [
+        (i, j)
+        for i, m in enumerate(scan)
+        for j in range(len(m.model.tasks))
+        if ((rows["_model"] == i) & (rows["_task"] == j)).any()
+    ]
     length = len(protein.sequence)
     fig, axes = plt.subplots(
         len(used),
@@ -650,17 +691,18 @@ def plot_protein(protein: Protein, rows: pd.DataFrame, scan: list[ScanModel], pa
         squeeze=False,
     )
     known = np.asarray(protein.known, dtype=int)
-    for ax, m in zip(axes[:, 0], used, strict=True):
-        part = rows[rows["model"] == m.label]
+    for ax, (i, j) in zip(axes[:, 0], used, strict=True):
+        m, cut = scan[i], scan[i].thresholds[j]
+        part = rows[(rows["_model"] == i) & (rows["_task"] == j)]
         pos = part["position"].to_numpy(dtype=int)
         score = part["score"].to_numpy(dtype=float)
-        called = score >= m.threshold
+        called = score >= cut
         ax.vlines(pos, 0, score, color="tab:blue", lw=0.8, alpha=0.7)
         ax.scatter(pos[~called], score[~called], s=10, facecolors="white", edgecolors="tab:blue", zorder=3)
         ax.scatter(
             pos[called], score[called], s=16, color="tab:orange", zorder=4, label=f"called ({called.sum()})"
         )
-        ax.axhline(m.threshold, ls="--", color="grey", lw=1, label=f"{m.rule} threshold {m.threshold:.3f}")
+        ax.axhline(cut, ls="--", color="grey", lw=1, label=f"{m.rule} threshold {cut:.3f}")
         mine = known[np.isin(known, pos)] if len(known) else known
         if len(mine):
             ax.scatter(
@@ -676,7 +718,7 @@ def plot_protein(protein: Protein, rows: pd.DataFrame, scan: list[ScanModel], pa
                 ax.axvline(x, color="crimson", lw=0.6, alpha=0.35)
         ax.set_ylim(0, 1.12)
         ax.set_xlim(0, length + 1)
-        ax.set_ylabel(f"{m.label}\n{m.model.ptm} ({m.model.residues})", fontsize=8)
+        ax.set_ylabel(f"{m.label}\n{m.track(j)} ({m.model.tasks[j].residues})", fontsize=8)
         ax.grid(alpha=0.25)
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, frameon=False)
     axes[-1, 0].set_xlabel("residue position")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -215,18 +216,72 @@ class SplitSection(_Strict):
     )
 
 
-class DataSection(_Strict):
+#: Task names become metric path parts (``test/<task>/mcc``) and package keys.
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+#: Names a task may not take: the aggregate over tasks is logged under ``<split>/macro/<metric>``.
+RESERVED_TASK_NAMES = ("macro",)
+
+
+class TaskSection(_Strict):
     source: str | dict[str, Any] = Field(
-        description="a dataset preset ('uniptms:H1') or {reader: NAME, name, ptm, residues, window, "
-        "...the reader's config}"
+        description="this task's dataset: a preset ('uniptms:K1') or a reader mapping, as data.source"
     )
-    window: int | None = Field(None, description="odd window width (crop fragments, window proteins)")
+    residues: str | None = Field(None, description="keep only this task's sites on these centre residues")
+    split_file: str | None = Field(
+        None,
+        description="reuse this task's saved splits (as data.split.file, relative to the recipe) instead of "
+        "drawing them",
+    )
+
+
+class DataSection(_Strict):
+    source: str | dict[str, Any] | None = Field(
+        None,
+        description="a dataset preset ('uniptms:H1') or {reader: NAME, name, ptm, residues, window, "
+        "...the reader's config}",
+    )
+    tasks: dict[str, TaskSection] | None = Field(
+        None,
+        description="several tasks in one model instead of one source: {name: {source, residues}}; "
+        "each row carries its task, which the model's [N, T] output is read at",
+    )
+    window: int | None = Field(
+        None,
+        description="odd window width (crop fragments, window proteins); with tasks, the common width: "
+        "narrower fragments are centred and padded",
+    )
     residues: str | None = Field(None, description="keep only sites whose centre residue is one of these")
     split: SplitSection = Field(default_factory=SplitSection)
+
+    @model_validator(mode="after")
+    def _one_source_or_tasks(self) -> DataSection:
+        if (self.source is None) == (self.tasks is None):
+            raise ValueError(
+                "give either data.source (one task) or data.tasks (several), not both or neither"
+            )
+        if self.tasks is not None:
+            if not self.tasks:
+                raise ValueError("data.tasks: expected at least one task, {name: {source: ...}}")
+            for name in self.tasks:
+                if not TASK_NAME.match(name) or name in RESERVED_TASK_NAMES:
+                    raise ValueError(
+                        f"data.tasks: task name {name!r} is not valid; use letters, digits and _ . + - "
+                        f"(starting with a letter or digit), not {', '.join(RESERVED_TASK_NAMES)}"
+                    )
+            if self.window is None:
+                raise ValueError("data.tasks needs data.window: the common window width of every task")
+            if self.split.file:
+                raise ValueError(
+                    "data.split.file holds one source's rows; with data.tasks give each task's saved "
+                    "split as data.tasks.<name>.split_file"
+                )
+        return self
 
 
 #: Epoch-row keys early stopping may monitor (``ptmkit.train.fit`` logs them every epoch).
 MONITORS = ("val/ap", "val/auc", "val/mcc", "val/loss", "train/loss")
+#: A multi-task recipe may also monitor one task, or the mean over tasks: ``val/<task|macro>/<metric>``.
+TASK_MONITOR = re.compile(r"^val/(?P<task>[^/]+)/(?P<metric>ap|auc|mcc)$")
 #: ``train.momentum`` of ``optimizer: sgd`` when the recipe gives none.
 SGD_MOMENTUM = 0.9
 
@@ -244,8 +299,11 @@ class EarlyStoppingSection(_Strict):
     @field_validator("monitor")
     @classmethod
     def _known_monitor(cls, value: str) -> str:
-        if value not in MONITORS:
-            raise ValueError(f"unknown monitor {value!r}; valid: {', '.join(MONITORS)}")
+        if value not in MONITORS and not TASK_MONITOR.match(value):
+            raise ValueError(
+                f"unknown monitor {value!r}; valid: {', '.join(MONITORS)}, and with data.tasks "
+                "val/macro/<ap|auc|mcc> (mean over tasks) or val/<task>/<ap|auc|mcc>"
+            )
         return value
 
     @model_validator(mode="after")
@@ -303,6 +361,19 @@ class TrainSection(_Strict):
         False,
         description="class-balanced epochs: as many positives as negatives per epoch, drawn afresh "
         "(losses then see a 1:1 class ratio)",
+    )
+    task_balance: bool = Field(
+        False,
+        description="with data.tasks: task-balanced epochs, as many windows of every task per epoch "
+        "(drawn afresh; a small task's windows repeat)",
+    )
+    task_weights: Literal["uniform", "size"] = Field(
+        "uniform",
+        description="with data.tasks: each row's loss weight by its task, uniform, or size: "
+        "w_t proportional to n_t^-task_weight_exponent, normalised to mean 1 over tasks",
+    )
+    task_weight_exponent: float = Field(
+        0.25, ge=0, le=1, description="task_weights: size exponent (0.25 = MTPrompt-PTM's n^-(1-0.75))"
     )
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
         "adamw",
@@ -567,6 +638,8 @@ class Recipe:
     locations: dict[Key, str]
     source: SourceUse | None = None
     requires: list[str] = field(default_factory=list)
+    #: ``data.tasks`` resolved, in recipe order (empty for a one-source recipe)
+    tasks: dict[str, SourceUse] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -587,6 +660,11 @@ class Recipe:
         data = self.data.model_dump(mode="json")
         if self.source is not None:
             data["source"] = self.source.filled()
+        for key in ("source", "tasks"):  # a recipe has one or the other
+            if data[key] is None:
+                del data[key]
+        for name, task in self.tasks.items():
+            data["tasks"][name]["source"] = task.filled()
         model: dict[str, Any] = {"nodes": {n: use(u, inputs=list(u.inputs)) for n, u in self.nodes.items()}}
         if self.output is not None:
             model["output"] = self.output
@@ -739,6 +817,49 @@ def missing_distributions(requires: Any, locate: _Locator) -> list[str]:
     return missing
 
 
+def _check_task_options(data: DataSection, train: TrainSection, locate: _Locator) -> None:
+    """Task monitors name a task of this recipe; task options need tasks. Default monitor of a
+    multi-task recipe: the mean validation AP over tasks (as MTPrompt-PTM stops)."""
+    stopping = train.early_stopping
+    names = list(data.tasks or {})
+    match = TASK_MONITOR.match(stopping.monitor)
+    where = locate(("train", "early_stopping", "monitor"))
+    if match and not names:
+        raise RecipeError(f"{where}: {stopping.monitor!r} is a per-task monitor, but no data.tasks")
+    if match and match["task"] != "macro" and match["task"] not in names:
+        raise RecipeError(
+            f"{where}: {stopping.monitor!r} names no task of this recipe; tasks: {', '.join(names)} "
+            "(or val/macro/<metric> for their mean)"
+        )
+    if names and "monitor" not in stopping.model_fields_set:
+        stopping.monitor = "val/macro/ap"
+    if not names:
+        for key in ("task_balance", "task_weights"):
+            if key in train.model_fields_set and getattr(train, key) not in (False, "uniform"):
+                raise RecipeError(f"{locate(('train', key))}: train.{key} needs data.tasks (several tasks)")
+
+
+def _parse_tasks(data: DataSection, registry: Registry, locate: _Locator) -> dict[str, SourceUse]:
+    """Each task's source, resolved as ``data.source`` would be, and named after its task."""
+    import dataclasses
+
+    out = {}
+    for name, task in (data.tasks or {}).items():
+        prefix: Key = ("data", "tasks", name)
+        residues = task.residues if task.residues is not None else data.residues
+        if residues:
+            residues = _check_residues(residues, locate(prefix + ("residues",)))
+        use = parse_source(
+            task.source,
+            registry,
+            locations=locate.locations,
+            prefix=prefix + ("source",),
+            data_residues=residues,
+        )
+        out[name] = dataclasses.replace(use, task=name, residues=residues or use.residues)
+    return out
+
+
 def parse(
     raw: dict[str, Any],
     registry: Registry,
@@ -769,14 +890,18 @@ def parse(
     if data.residues is not None:  # "" is no filter, as before
         residues = _check_residues(data.residues, locate(("data", "residues"))) if data.residues else None
         data = data.model_copy(update={"residues": residues})
+    source: SourceUse | None = None
+    tasks: dict[str, SourceUse] = {}
     try:
-        source: SourceUse | None = parse_source(
-            data.source, registry, locations=locate.locations, data_residues=data.residues
-        )
+        if data.tasks is not None:
+            tasks = _parse_tasks(data, registry, locate)
+        else:
+            source = parse_source(
+                data.source, registry, locations=locate.locations, data_residues=data.residues
+            )
     except RecipeError:
         if not lenient_source:
             raise
-        source = None
     preset = source.preset if source is not None else None
     fixed = preset is not None and not source.reader.spec.obj.cuts_windows
     if fixed and data.window is not None and data.window > preset.window:
@@ -787,6 +912,7 @@ def parse(
             f"choose a window of at most {preset.window}"
         )
     train = _validate_section(TrainSection, raw.get("train"), ("train",), locate)
+    _check_task_options(data, train, locate)
     tracking = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)
 
     if not isinstance(raw["features"], dict) or not raw["features"]:
@@ -847,6 +973,7 @@ def parse(
         tracking=tracking,
         locations=locations or {},
         source=source,
+        tasks=tasks,
         requires=list(raw.get("requires") or []),
     )
 

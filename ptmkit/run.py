@@ -28,7 +28,7 @@ from . import train as training
 from .assembly import Assembly, assemble
 from .datasets import DatasetInfo
 from .inference import Encoded, encode, infer
-from .package import write_package
+from .package import ModelTask, write_package
 from .recipe import Recipe
 from .sitetable import SiteTable
 from .trackers import MlflowTracker, Tracker
@@ -69,6 +69,8 @@ class RunSummary:
     test_rows: pd.DataFrame | None = None
     #: windows of the training and validation rows (to score the test set without overlaps)
     train_windows: frozenset[str] = frozenset()
+    #: a multi-task run's tasks (``test`` then also holds ``<task>/<metric>`` and ``macro/<metric>``)
+    tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Evaluation:
     test_scores: np.ndarray
     inference_seconds: float
     test_rows: pd.DataFrame
+    #: a multi-task model's rules per task, {task: {rule: threshold}} (``thresholds`` is then empty)
+    task_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def plugin_versions(recipe: Recipe) -> dict[str, str]:
@@ -172,6 +176,15 @@ def record_inputs(s: Setup, tracker: Tracker, work: Path) -> dict[str, tuple[int
     split_counts = counts(table)
     for name, (pos, neg) in split_counts.items():
         tracker.log_params({f"data.n_{name}_pos": pos, f"data.n_{name}_neg": neg})
+    if recipe.tasks:
+        tracker.set_tags({"ptmkit.tasks": ",".join(recipe.tasks)})
+        for task in recipe.tasks:
+            rows = table.subset(table.frame["task"].to_numpy() == task)
+            for name, (pos, neg) in counts(rows).items():
+                if name != "unsplit":
+                    tracker.log_params(
+                        {f"data.tasks.{task}.n_{name}_pos": pos, f"data.tasks.{task}.n_{name}_neg": neg}
+                    )
     splits_file = work / "splits.tsv.gz"
     table.frame.to_csv(splits_file, sep="\t", index=False, compression="gzip")
     tracker.log_artifact(splits_file, "data")
@@ -188,7 +201,8 @@ def fit(
     train_rows = table.split("train")
     for feature in assembly.features.values():
         feature.fit(train_rows)
-    encoded = encode(assembly.features, table, progress=progress)
+    tasks = list(recipe.tasks)
+    encoded = encode(assembly.features, table, tasks=tasks or None, progress=progress)
     features_seconds = time.perf_counter() - t0
     tracker.log_metrics({"time/features_s": features_seconds})
     train, valid, test = (split_rows(table, encoded, name) for name in SPLITS)
@@ -211,6 +225,7 @@ def fit(
         work / "best.pt",
         callbacks=(TrackEpochs(tracker, epochs), *callbacks),
         progress=progress,
+        tasks=tasks,
     )
     tracker.phase("testing")
     train_seconds = time.perf_counter() - t0
@@ -239,15 +254,13 @@ def evaluate(s: Setup, fitted: Fitted, tracker: Tracker, work: Path, *, repeats:
     if val_scores is None:
         val_scores = infer(model, valid, device=device).scores
     val_labels = valid.labels.numpy().astype(int)
+    tasks = list(recipe.tasks)
+    if tasks:
+        return _evaluate_tasks(s, fitted, tracker, work, repeats=repeats, val_scores=val_scores)
     # every rule is chosen on validation only and kept (threshold/<rule>, the package's thresholds)
     rules = thresholds.choose_all(val_labels, val_scores)
     threshold = rules[thresholds.RUN_RULE]
-    timings = []
-    for _ in range(max(repeats, 1)):  # median of repeats: one pass is too noisy to report
-        t0 = time.perf_counter()
-        test_scores = infer(model, test, device=device).scores
-        timings.append(time.perf_counter() - t0)
-    infer_seconds = float(np.median(timings))
+    test_scores, infer_seconds = timed_scores(model, test, device, repeats)
     test_labels = test.labels.numpy().astype(int)
     report = metrics.evaluate(test_labels, test_scores, threshold)
     val_report = metrics.at_threshold(val_labels, val_scores, threshold)
@@ -280,6 +293,88 @@ def evaluate(s: Setup, fitted: Fitted, tracker: Tracker, work: Path, *, repeats:
     return Evaluation(rules, threshold, report, val_scores, test_scores, infer_seconds, frame)
 
 
+def timed_scores(
+    model: torch.nn.Module, rows: Encoded, device: torch.device, repeats: int
+) -> tuple[np.ndarray, float]:
+    """Scores of ``rows`` and the median seconds of ``repeats`` passes (one is too noisy to report)."""
+    timings = []
+    for _ in range(max(repeats, 1)):
+        t0 = time.perf_counter()
+        scores = infer(model, rows, device=device).scores
+        timings.append(time.perf_counter() - t0)
+    return scores, float(np.median(timings))
+
+
+def _evaluate_tasks(
+    s: Setup, fitted: Fitted, tracker: Tracker, work: Path, *, repeats: int, val_scores: np.ndarray
+) -> Evaluation:
+    """The evaluate phase of a multi-task model: every threshold rule chosen on each task's own
+    validation rows; test metrics per task (``test/<task>/<metric>``), their mean over tasks
+    (``test/macro/<metric>``) and pooled over all rows at each row's own task threshold
+    (``test/<metric>``); a per-task table, and one ROC/PR curve per task."""
+    recipe, table, info, model = s.recipe, s.table, s.info, s.assembly.graph
+    valid, test, result = fitted.valid, fitted.test, fitted.result
+    assert valid.labels is not None and test.labels is not None
+    assert valid.task is not None and test.task is not None
+    tasks = list(recipe.tasks)
+    val_labels, val_task = valid.labels.numpy().astype(int), valid.task.numpy()
+    rules = {
+        t: thresholds.choose_all(val_labels[val_task == i], val_scores[val_task == i])
+        for i, t in enumerate(tasks)
+    }
+    cuts = [rules[t][thresholds.RUN_RULE] for t in tasks]
+    test_scores, infer_seconds = timed_scores(model, test, pick_device(recipe.train.device), repeats)
+    test_labels, test_task = test.labels.numpy().astype(int), test.task.numpy()
+    row_cut = np.asarray(cuts)[test_task]
+    report = metrics.evaluate(test_labels, test_scores, row_cut)  # type: ignore[arg-type]
+    per_task = metrics.by_task(metrics.evaluate, test_labels, test_scores, test_task, tasks, cuts)
+    val_report = metrics.by_task(metrics.at_threshold, val_labels, val_scores, val_task, tasks, cuts)
+    tracker.log_metrics({f"test/{k}": v for k, v in {**report, **per_task}.items()})
+    tracker.log_metrics({f"val_best/{k}": v for k, v in val_report.items()})
+    tracker.log_metrics(
+        {
+            **{f"threshold/{t}/{name}": value for t in tasks for name, value in rules[t].items()},
+            "time/inference_s": infer_seconds,
+            "speed/test_windows_per_s": len(test) / max(infer_seconds, 1e-9),
+        }
+    )
+    table_path = work / "metrics_by_task.csv"
+    task_table(per_task, tasks, table).to_csv(table_path)
+    tracker.log_artifact(table_path, "metrics")
+
+    frame = table.frame[table.frame["split"] == "test"].drop(columns=["split"]).copy()
+    frame["score"] = test_scores
+    frame["call"] = (test_scores >= row_cut).astype(int)
+    predictions = work / "test_predictions.csv"
+    frame.to_csv(predictions, index=False)
+    tracker.log_artifact(predictions, "predictions")
+
+    title = f"{recipe.name}: test split, one curve per task"
+    curves = {t: (test_labels[test_task == i], test_scores[test_task == i]) for i, t in enumerate(tasks)}
+    plots.roc_pr({t: c for t, c in curves.items() if len(np.unique(c[0])) == 2}, work / "roc_pr.png", title)
+    plots.training_curves(
+        result.history, result.best_epoch, work / "training.png", f"{recipe.name} on {info.name}"
+    )
+    tracker.log_artifact(work / "roc_pr.png", "plots")
+    tracker.log_artifact(work / "training.png", "plots")
+    test_report = {**report, **per_task}
+    return Evaluation({}, float("nan"), test_report, val_scores, test_scores, infer_seconds, frame, rules)
+
+
+def task_table(per_task: dict[str, float], tasks: list[str], table: SiteTable) -> pd.DataFrame:
+    """Rows: tasks then ``macro`` (their mean); columns: the test metrics and each task's split
+    sizes (what ``metrics/metrics_by_task.csv`` holds)."""
+    names = [*tasks, metrics.MACRO]
+    order = {k: i for i, k in enumerate(metrics.NAMES)}
+    keys = sorted({k.split("/", 1)[1] for k in per_task}, key=lambda k: (order.get(k, len(order)), k))
+    out = pd.DataFrame({k: [per_task.get(f"{n}/{k}", np.nan) for n in names] for k in keys}, index=names)
+    out.index.name = "task"
+    for split in SPLITS:
+        sizes = table.frame.loc[table.frame["split"] == split, "task"].value_counts()
+        out[f"n_{split}"] = [int(sizes.get(n, 0)) for n in tasks] + [int(sizes.sum())]
+    return out
+
+
 def package(s: Setup, fitted: Fitted, evaluation: Evaluation, tracker: Tracker, work: Path) -> Path:
     """Write the model package (``ptmkit.package``) and hand it to the tracker."""
     tracker.phase("packaging the model")
@@ -295,6 +390,11 @@ def package(s: Setup, fitted: Fitted, evaluation: Evaluation, tracker: Tracker, 
         thresholds=evaluation.thresholds,
         best_epoch=fitted.result.best_epoch,
         run_id=tracker.run_id or None,
+        tasks=[
+            ModelTask(name, s.info.tasks[name].ptm, s.info.tasks[name].residues, cuts)
+            for name, cuts in evaluation.task_thresholds.items()
+        ]
+        or None,
     )
     tracker.log_package(directory)
     return directory
@@ -361,12 +461,29 @@ def run(
         store=tracker.store,
         test_rows=evaluation.test_rows,
         train_windows=frozenset(s.table.frame.loc[s.table.frame["split"] != "test", "window"]),
+        tasks=list(recipe.tasks),
     )
 
 
 def metrics_table(summary: RunSummary) -> pd.DataFrame:
-    """Rows: threshold rules; columns: metrics. What ``ptmkit run`` prints."""
+    """Rows: threshold rules; columns: metrics. What ``ptmkit run`` prints.
+
+    A multi-task run: one row per task at its own validation-max-MCC threshold, their mean
+    (``macro``) and all rows pooled, each row's call at its task's threshold."""
     t = summary.test
+    if summary.tasks:
+
+        def tuned(prefix: str) -> dict[str, float]:
+            return {
+                **{k: t[f"{prefix}tuned_{k}"] for k in ("acc", "sen", "spec", "mcc")},
+                "auc": t[f"{prefix}auc"],
+                "ap": t[f"{prefix}ap"],
+            }
+
+        rows = {f"{name} (its validation-max-MCC threshold)": tuned(f"{name}/") for name in summary.tasks}
+        rows["mean over tasks (macro)"] = tuned(f"{metrics.MACRO}/")
+        rows["all rows pooled"] = tuned("")
+        return pd.DataFrame.from_dict(rows, orient="index")[list(metrics.NAMES)]
     rows = {
         "threshold 0.5": {k: t[k] for k in metrics.NAMES},
         f"validation-max-MCC threshold {summary.threshold:.3f}": {

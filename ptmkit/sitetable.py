@@ -95,10 +95,28 @@ class SiteTable:
         frame["window"] = frame["window"].str.slice(start, start + width)
         return SiteTable(frame, self.proteins, self.meta)
 
+    def fit_width(self, width: int) -> SiteTable:
+        """Windows of ``width``: centre-cropped when wider, centred and padded with ``-`` when
+        narrower (so tasks with fragments of different widths share one table)."""
+        current = self.width
+        if width >= current or not len(self):
+            if width % 2 == 0 or width < 1:
+                raise ValueError(f"window width must be odd and positive, got {width}")
+            if width == current or not len(self):
+                return self
+            pad = PAD * ((width - current) // 2)
+            frame = self.frame.copy()
+            frame["window"] = pad + frame["window"] + pad
+            return SiteTable(frame, self.proteins, self.meta)
+        return self.crop(width)
+
     def digest(self) -> str:
         """sha256 over the rows that matter for learning: a run's data fingerprint."""
         h = hashlib.sha256()
-        cols = self.frame[["protein_id", "position", "window", "label", "split"]]
+        # the task joins the fingerprint only where there are several (one-task digests unchanged)
+        several = self.frame["task"].nunique() > 1
+        names = ["protein_id", "position", "window", "label", "split"] + (["task"] if several else [])
+        cols = self.frame[names]
         for row in cols.itertuples(index=False):
             h.update("\t".join(map(str, row)).encode())
             h.update(b"\n")

@@ -79,7 +79,7 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def compiled_step(model: ModelGraph, probe: tuple[dict[str, torch.Tensor], torch.Tensor]) -> Any:
+def compiled_step(model: ModelGraph, probe: tuple[Any, ...]) -> Any:
     """What the training step runs under ``train.compile``: ``torch.compile(model)`` if it works
     here, else the model itself. Inductor needs a C++ compiler at run time (and
     Triton on GPUs); without one the first call fails, so one forward and backward on ``probe``
@@ -206,7 +206,11 @@ def save_atomic(state: dict, path: Path) -> None:
 
 
 def epoch_rows(
-    n: int, cap: int | None, generator: torch.Generator, labels: torch.Tensor | None = None
+    n: int,
+    cap: int | None,
+    generator: torch.Generator,
+    labels: torch.Tensor | None = None,
+    tasks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """This epoch's training rows in random order.
 
@@ -215,7 +219,12 @@ def epoch_rows(
     With ``labels`` (class-balanced epochs): as many positives as negatives, ``cap // 2`` of
     each (or all of the smaller class when there is no cap or it has fewer), drawn afresh each
     epoch, so an imbalanced set shows its rare positives at the rate it shows negatives.
+    With ``tasks`` (task-balanced epochs, each row's task index): every task gives the same
+    number of rows, ``epoch_size // T``, drawn without repeats where a task has enough rows and
+    with repeats where it has fewer (class-balanced within each task when ``labels`` is given).
     """
+    if tasks is not None:
+        return _task_balanced(n, cap, generator, labels, tasks)
     if labels is None:
         order = torch.randperm(n, generator=generator)
         return order if cap is None or cap >= n else order[:cap]
@@ -231,12 +240,56 @@ def epoch_rows(
     return picked[torch.randperm(len(picked), generator=generator)]
 
 
+def _task_balanced(
+    n: int, cap: int | None, generator: torch.Generator, labels: torch.Tensor | None, tasks: torch.Tensor
+) -> torch.Tensor:
+    count = _rows_per_task(n, cap, tasks)
+    picked = []
+    for t in torch.unique(tasks):
+        rows = torch.nonzero(tasks == t).flatten()
+        if labels is None:
+            picked.append(_draw(rows, count, generator))
+            continue
+        half = count // 2
+        for cls in (labels[rows] > 0.5, labels[rows] <= 0.5):
+            if cls.any():
+                picked.append(_draw(rows[cls], half, generator))
+    order = torch.cat(picked)
+    return order[torch.randperm(len(order), generator=generator)]
+
+
+def _draw(rows: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` of ``rows``: a permutation's prefix, or whole permutations plus a prefix."""
+    repeats = -(-count // max(len(rows), 1))
+    perms = [rows[torch.randperm(len(rows), generator=generator)] for _ in range(repeats)]
+    return torch.cat(perms)[:count]
+
+
+def _rows_per_task(n: int, cap: int | None, tasks: torch.Tensor) -> int:
+    """Rows each task gives a task-balanced epoch: the epoch (``cap``, else all ``n`` rows)
+    shared equally by the tasks."""
+    total = n if cap is None or cap >= n else cap
+    return max(total // len(torch.unique(tasks)), 2)
+
+
 def _per_class(n_pos: int, n_neg: int, cap: int | None) -> int:
     return min(n_pos, n_neg) if cap is None else min(cap // 2, n_pos, n_neg)
 
 
-def epoch_size(n: int, cap: int | None, labels: torch.Tensor | None = None) -> int:
-    """``len(epoch_rows(n, cap, ..., labels))``, without drawing (the schedule's length)."""
+def epoch_size(
+    n: int, cap: int | None, labels: torch.Tensor | None = None, tasks: torch.Tensor | None = None
+) -> int:
+    """``len(epoch_rows(n, cap, ..., labels, tasks))``, without drawing (the schedule's length)."""
+    if tasks is not None:
+        count = _rows_per_task(n, cap, tasks)
+        if labels is None:
+            return count * len(torch.unique(tasks))
+        total = 0
+        for t in torch.unique(tasks):
+            task_labels = labels[tasks == t]
+            classes = int((task_labels > 0.5).any()) + int((task_labels <= 0.5).any())
+            total += classes * (count // 2)
+        return total
     if labels is None:
         return n if cap is None or cap >= n else cap
     n_pos = int((labels > 0.5).sum())
@@ -309,6 +362,34 @@ def build_schedule(
     )
 
 
+def task_weights(cfg: TrainSection, task: torch.Tensor, n_tasks: int) -> torch.Tensor | None:
+    """Each task's loss weight [T] (``train.task_weights``): None when uniform; ``size``:
+    ``n_t^-exponent`` over the training rows ``n_t`` of each task, normalised to mean 1."""
+    if cfg.task_weights == "uniform":
+        return None
+    sizes = torch.bincount(task, minlength=n_tasks).double().clamp(min=1)
+    weights = sizes.pow(-cfg.task_weight_exponent)
+    return (weights / weights.mean()).float()
+
+
+def validation_row(
+    labels: np.ndarray, scored: np.ndarray, task: torch.Tensor | None, tasks: Sequence[str]
+) -> dict[str, float]:
+    """An epoch's validation metrics at 0.5: pooled ``val/<metric>``, and with tasks also
+    ``val/<task>/<metric>`` and ``val/macro/<metric>`` (the mean over tasks)."""
+    m = metrics.at_threshold(labels, scored, 0.5)
+    row = {"val/ap": m["ap"], "val/auc": m["auc"], "val/mcc": m["mcc"]}
+    if task is not None and tasks:
+
+        def report(y: np.ndarray, s: np.ndarray, cut: float) -> dict[str, float]:
+            r = metrics.at_threshold(y, s, cut)
+            return {k: r[k] for k in ("ap", "auc", "mcc")}
+
+        per = metrics.by_task(report, labels, scored, task.numpy(), tasks)
+        row.update({f"val/{k}": v for k, v in per.items()})
+    return row
+
+
 def fit(
     model: ModelGraph,
     losses: list[tuple[float, Loss]],
@@ -319,10 +400,17 @@ def fit(
     *,
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
+    tasks: Sequence[str] = (),
 ) -> TrainResult:
-    """Train until ``cfg.early_stopping`` says stop; keep (and load back) the best epoch's weights."""
+    """Train until ``cfg.early_stopping`` says stop; keep (and load back) the best epoch's weights.
+
+    ``tasks``: the model's task names (a multi-task model; the rows carry their task index):
+    validation is then also scored per task, and ``train.task_balance`` / ``task_weights`` apply.
+    """
     if train.labels is None or valid.labels is None:
         raise PtmkitError("fit needs labelled training and validation rows")
+    if tasks and (train.task is None or valid.task is None):
+        raise PtmkitError("fit with tasks needs each row's task index (ptmkit.inference.encode(tasks=...))")
     device = pick_device(cfg.device)
     model.to(device)
     for _, loss in losses:
@@ -330,7 +418,9 @@ def fit(
     params = list(model.parameters()) + [p for _, loss in losses for p in loss.parameters()]
     optimiser = build_optimizer(params, cfg)
     balance_labels = train.labels if cfg.balance else None
-    windows_per_epoch = epoch_size(len(train), cfg.epoch_windows, balance_labels)
+    balance_tasks = train.task if tasks and cfg.task_balance else None
+    weights = task_weights(cfg, train.task, len(tasks)) if tasks and train.task is not None else None
+    windows_per_epoch = epoch_size(len(train), cfg.epoch_windows, balance_labels, balance_tasks)
     per_epoch = steps_per_epoch(windows_per_epoch, cfg.batch_size)
     planned = planned_epochs(cfg, windows_per_epoch)
     scheduler = build_schedule(optimiser, cfg.schedule, cfg.lr, per_epoch, planned)
@@ -344,9 +434,8 @@ def fit(
     forward: Any = model
     if cfg.compile:
         with step_precision:
-            forward = compiled_step(
-                model, train.batch(torch.arange(min(cfg.batch_size, len(train))), device)[:2]
-            )
+            probe = train.batch(torch.arange(min(cfg.batch_size, len(train))), device)
+            forward = compiled_step(model, (probe.features, probe.mask, probe.task))
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
@@ -357,18 +446,20 @@ def fit(
         for _, loss in losses:
             loss.start_epoch(epoch, planned)  # ramps (HCL's lambda) span the epochs training will run
         lr = float(optimiser.param_groups[0]["lr"])  # what the epoch's first step uses
-        order = epoch_rows(len(train), cfg.epoch_windows, generator, balance_labels)
+        order = epoch_rows(len(train), cfg.epoch_windows, generator, balance_labels, balance_tasks)
         total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             index = order[start : start + cfg.batch_size]
             if len(index) < 2 and seen:  # a batch of one breaks batch statistics
                 continue
-            feats, mask, labels = train.batch(index, device)
+            batch = train.batch(index, device)
             with step_precision:
-                outputs = forward(feats, mask)
+                outputs = forward(batch.features, batch.mask, batch.task)
             if cfg.precision != "fp32":  # losses (logsumexp, temperatures) in fp32, outside autocast
                 outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
-            loss = combined_loss(losses, outputs, labels)
+            if weights is not None:  # the loss plugins weight each row by its task (row_weight)
+                outputs["row_weight"] = weights.to(device)[batch.task]
+            loss = combined_loss(losses, outputs, batch.labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -380,14 +471,11 @@ def fit(
             seen += len(index)
         result.windows_seen += seen
         scored = infer(model, valid, device=device, losses=losses)
-        m = metrics.at_threshold(val_labels, scored.scores, 0.5)
         row = {
             "train/loss": total / max(seen, 1),
             "train/lr": lr,
             "val/loss": float(scored.loss or 0.0),
-            "val/ap": m["ap"],
-            "val/auc": m["auc"],
-            "val/mcc": m["mcc"],
+            **validation_row(val_labels, scored.scores, valid.task, tasks),
             "time/epoch_s": time.perf_counter() - epoch_start,
         }
         result.history.append(row)
@@ -398,7 +486,9 @@ def fit(
             result.best_epoch, result.best_value = epoch, row[stopping.monitor]
             result.best_val_scores = scored.scores
             save_atomic(model.state_dict(), checkpoint)
-        bar.set_postfix(loss=f"{row['train/loss']:.4f}", val_ap=f"{m['ap']:.4f}", best=result.best_epoch)
+        bar.set_postfix(
+            loss=f"{row['train/loss']:.4f}", val_ap=f"{row['val/ap']:.4f}", best=result.best_epoch
+        )
         if stopping.should_stop:
             result.stopped_by = "early_stopping"
             break

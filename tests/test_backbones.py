@@ -18,7 +18,7 @@ from ptmkit.hooks import build_registry
 from ptmkit.plugin_api import GraphModule
 from ptmkit.testing import assert_matches_trimmed, build, end_padded_batch, make_batch, standard_tests
 
-NEW = ("mamba", "transformer", "resnet1d")
+NEW = ("mamba", "transformer", "resnet1d", "multiscale_cnn")
 
 # (id, node type, input dims, config, expected "out" size); tiny dims keep the file fast.
 CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [
@@ -48,6 +48,8 @@ CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [
         {"channels": 4, "blocks": 2, "kernel_size": 5, "norm": "batch"},
         4,
     ),
+    # MTPrompt-PTM's trunk, small: BatchNorm statistics over real residues only
+    ("multiscale_cnn", "multiscale_cnn", [5], {"channels": 3, "kernel_sizes": [1, 3, 5], "dropout": 0.2}, 9),
 ]
 CASE = {c[0]: c for c in CASES}
 

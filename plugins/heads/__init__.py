@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .mlp import MLPHead
+from .task_heads import TaskHeads
 
-__all__ = ["MLPHead"]
+__all__ = ["MLPHead", "TaskHeads"]

@@ -46,6 +46,13 @@ class _BinaryLoss(Loss):
             )
         return x
 
+    @staticmethod
+    def reduce(per_row: torch.Tensor, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean over rows, each weighted by its task's weight when the core passes ``row_weight``
+        (a multi-task recipe with ``train.task_weights``; weights have mean 1 over tasks)."""
+        weight = outputs.get("row_weight")
+        return per_row.mean() if weight is None else (per_row * weight.to(per_row.dtype)).mean()
+
 
 @register.loss("bce")
 class BCELoss(_BinaryLoss):
@@ -56,7 +63,8 @@ class BCELoss(_BinaryLoss):
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         x = self.logits(outputs, labels)
-        return F.binary_cross_entropy_with_logits(x, labels.to(x.dtype))
+        per_row = F.binary_cross_entropy_with_logits(x, labels.to(x.dtype), reduction="none")
+        return self.reduce(per_row, outputs)
 
 
 @register.loss("weighted_ce")
@@ -101,9 +109,10 @@ class WeightedCELoss(_BinaryLoss):
                 "weighted_ce with pos_weight 'auto' was used before setup(train_labels) derived the weight"
             )
         x = self.logits(outputs, labels)
-        return F.binary_cross_entropy_with_logits(
-            x, labels.to(x.dtype), pos_weight=self.pos_weight.to(x.dtype)
+        per_row = F.binary_cross_entropy_with_logits(
+            x, labels.to(x.dtype), pos_weight=self.pos_weight.to(x.dtype), reduction="none"
         )
+        return self.reduce(per_row, outputs)
 
 
 @register.loss("focal")
@@ -129,4 +138,4 @@ class FocalLoss(_BinaryLoss):
         # of (1 - p_t) ** gamma finite for gamma < 1 when 1 - p_t underflows to 0.
         one_minus_pt = (-torch.expm1(-ce)).clamp(min=torch.finfo(x.dtype).tiny)
         alpha_t = self.config.alpha * y + (1.0 - self.config.alpha) * (1.0 - y)
-        return (alpha_t * one_minus_pt**self.config.gamma * ce).mean()
+        return self.reduce(alpha_t * one_minus_pt**self.config.gamma * ce, outputs)

@@ -1,0 +1,76 @@
+"""Multi-task head: a shared layer, then one classifier per task (MTPrompt-PTM's heads)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from ptmkit.api import register
+
+from .mlp import MLPHead
+
+
+@register.head("task_heads")
+class TaskHeads(MLPHead):
+    """Pool the window, shared ``Linear + BatchNorm + ReLU`` layers, then one logit per task.
+
+    MTPrompt-PTM (Han et al., 2025) feeds each residue's trunk vector through a shared
+    Linear(600, 600) + BatchNorm + ReLU and then one Linear(600, 2) per task, computing every
+    head and reading the row's own task. Here each task's classifier is one column of a single
+    ``Linear(hidden, tasks)`` (the same parameters as ``tasks`` separate heads, one matmul), and
+    a task's two-class softmax is its single logit (the difference of the two), so ``bce`` /
+    ``weighted_ce`` / ``focal`` on the row's task logit is the paper's cross-entropy. Give
+    ``tasks`` as the number of ``data.tasks``; the core reads each row's own logit. With one
+    residue's vector per site (``pool: center``, the default) a window model scores the site as
+    the whole-protein model scores that residue. ``embedding`` is the shared layer's output.
+    """
+
+    class Config(MLPHead.Config):
+        hidden: list[int] | None = Field(  # type: ignore[assignment]
+            None,
+            description="shared layer sizes (Linear + BatchNorm + ReLU each); null: one layer as wide "
+            "as the input (MTPrompt-PTM's 600 -> 600); empty: the task classifiers on the pool",
+        )
+        batchnorm: bool = Field(True, description="BatchNorm after each shared linear layer")
+        tasks: int = Field(2, gt=0, description="number of tasks: one logit each (as many as data.tasks)")
+
+        @field_validator("hidden")
+        @classmethod
+        def _positive(cls, v: list[int] | None) -> list[int] | None:
+            if v is not None and any(h < 1 for h in v):
+                raise ValueError(f"hidden sizes must be >= 1, got {v}")
+            return v
+
+    def __init__(self, config: TaskHeads.Config, in_dims: list[int]) -> None:
+        super(MLPHead, self).__init__(config, in_dims)  # the Head's init, not MLPHead's layers
+        if len(self.in_dims) != 1:
+            raise ValueError(
+                f"task_heads takes exactly 1 input, got {len(self.in_dims)} "
+                f"(dims {self.in_dims}); fuse them first, e.g. with concat"
+            )
+        d = self.in_dims[0]
+        if d < 1:
+            raise ValueError(f"task_heads needs an input of size >= 1, got {self.in_dims}")
+        if config.pool in ("attention", "center+attention"):
+            self.query = nn.Parameter(torch.randn(d) / math.sqrt(d))
+        pooled = 2 * d if config.pool == "center+attention" else d
+        hidden = [pooled] if config.hidden is None else config.hidden
+        sizes = [pooled, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(b) if config.batchnorm else nn.Identity() for b in sizes[1:]
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(sizes[-1], config.tasks)
+        self.output_dims = {"out": config.tasks, "embedding": sizes[-1]}
+
+    def forward(self, inputs: list[torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        (x,) = inputs
+        z = self.pool(x, mask)
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
+            z = torch.relu(norm(layer(self.dropout(z) if i else z)))
+        return {"out": self.classifier(self.dropout(z)), "embedding": z}
