@@ -82,71 +82,31 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
+    def _scan(self, u, delta, A, B, C) -> torch.Tensor:  # noqa: ANN001
+        use_cuda = self.impl == "cuda" or (
+            self.impl == "auto" and u.is_cuda and cuda_scan_status()[0] is not None
+        )
+        if use_cuda:
+            if not u.is_cuda:
+                raise RuntimeError(f"mamba impl='cuda' got inputs on {u.device}; {CUDA_HINT}")
+            return cuda_selective_scan(u, delta, A, B, C, self.D)
+        return selective_scan(u, delta, A, B, C, self.D, chunk=self.chunk)
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         # x: [N, L, d_model]; keep: [N, L, 1] float, 1 at real residues.
-        return mix([self], x.unsqueeze(0), keep.unsqueeze(0))[0]
-
-
-def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
-
-
-def _linear(x: torch.Tensor, layers: list[nn.Linear]) -> torch.Tensor:
-    """Each group's own ``nn.Linear`` on ``x: [G, N, L, in]`` as one batched matmul."""
-    G, N, L, width = x.shape
-    weight = _stacked([layer.weight for layer in layers]).transpose(1, 2)
-    flat = x.reshape(G, N * L, width)
-    if layers[0].bias is None:
-        out = torch.bmm(flat, weight)
-    else:
-        out = torch.baddbmm(_stacked([layer.bias for layer in layers]).unsqueeze(1), flat, weight)
-    return out.reshape(G, N, L, -1)
-
-
-def mix(mixers: list[MambaMixer], x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Run ``G`` mixers (same sizes, own weights) on ``x: [G, N, L, d_model]`` as one batch.
-
-    Mixer ``g`` sees ``x[g]`` (``keep: [G, N, L, 1]``, 1 at real residues). Every step is one
-    operation over all groups (batched matmuls, one grouped depthwise conv, one grouped scan),
-    so a bidirectional block costs one pass of ~15 operators and one scan loop, not two. With
-    one mixer this is that mixer's forward.
-
-    Mixer: in_proj -> (x, z); x -> causal depthwise conv -> SiLU -> x_proj -> (dt, B, C);
-    delta = softplus(dt_proj(dt)); selective scan with A = -exp(A_log) and skip D;
-    y * SiLU(z) -> out_proj.
-    """
-    first = mixers[0]
-    G, N, L, _ = x.shape
-    d_inner, d_state, dt_rank = first.d_inner, first.d_state, first.dt_rank
-    xi, z = _linear(x, [m.in_proj for m in mixers]).chunk(2, dim=-1)
-    # Zero padding before the causal conv: the first real residue then sees exactly the
-    # zeros the conv's own left padding gives an unpadded sequence.
-    xi = xi * keep
-    # The G depthwise convs are one depthwise conv over G * d_inner channels.
-    channels = xi.permute(1, 0, 3, 2).reshape(N, G * d_inner, L)
-    weight = torch.cat([m.conv1d.weight for m in mixers])
-    bias = torch.cat([m.conv1d.bias for m in mixers])
-    width = weight.shape[-1]
-    conv = F.conv1d(channels, weight, bias, padding=width - 1, groups=G * d_inner)[..., :L]
-    u = F.silu(conv.reshape(N, G, d_inner, L).permute(1, 0, 3, 2))
-    dt, B, C = _linear(u, [m.x_proj for m in mixers]).split([dt_rank, d_state, d_state], dim=-1)
-    # delta = 0 at padding: exp(0 * A) = 1 keeps the state, delta * B * u = 0 adds nothing,
-    # so padding anywhere is skipped by the recurrence.
-    delta = F.softplus(_linear(dt, [m.dt_proj for m in mixers])) * keep
-    A = -torch.exp(_stacked([m.A_log for m in mixers]))
-    D = _stacked([m.D for m in mixers])
-    rows = (G * N, L)
-    args = (u.reshape(*rows, d_inner), delta.reshape(*rows, d_inner), A)
-    args += (B.reshape(*rows, d_state), C.reshape(*rows, d_state))
-    auto_cuda = first.impl == "auto" and x.is_cuda and cuda_scan_status()[0] is not None
-    use_cuda = first.impl == "cuda" or auto_cuda
-    if use_cuda:
-        if not x.is_cuda:
-            raise RuntimeError(f"mamba impl='cuda' got inputs on {x.device}; {CUDA_HINT}")
-        y = cuda_selective_scan(*args, D)
-    else:
-        y = selective_scan(*args, D, chunk=first.chunk)
-    return _linear(y.reshape(G, N, L, d_inner) * F.silu(z), [m.out_proj for m in mixers])
+        length = x.shape[1]
+        xi, z = self.in_proj(x).chunk(2, dim=-1)
+        # Zero padding before the causal conv: the first real residue then sees exactly the
+        # zeros the conv's own left padding gives an unpadded sequence.
+        xi = xi * keep
+        u = F.silu(self.conv1d(xi.transpose(1, 2))[..., :length].transpose(1, 2))
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # delta = 0 at padding: exp(0 * A) = 1 keeps the state, delta * B * u = 0 adds nothing,
+        # so padding anywhere is skipped by the recurrence.
+        delta = F.softplus(self.dt_proj(dt)) * keep
+        A = -torch.exp(self.A_log)
+        y = self._scan(u, delta, A, B, C)
+        return self.out_proj(y * F.silu(z))
 
 
 class _Layer(nn.Module):
@@ -173,19 +133,13 @@ class _Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
-        if self.backward_mixer is None:
-            mixed = self.forward_mixer(h, keep)
-        else:
-            # The backward mixer runs on the reversed window, flipped back: each position then
-            # also summarises the residues after it. Both directions run as one batch (`mix`).
-            # They are averaged (not summed) so the residual update keeps the scale of a
-            # one-directional block.
-            both = mix(
-                [self.forward_mixer, self.backward_mixer],
-                torch.stack([h, h.flip(1)]),
-                torch.stack([keep, keep.flip(1)]),
-            )
-            mixed = 0.5 * (both[0] + both[1].flip(1))
+        mixed = self.forward_mixer(h, keep)
+        if self.backward_mixer is not None:
+            # Run on the reversed window and flip back: each position then also summarises the
+            # residues after it. The two directions are averaged (not summed) so the residual
+            # update keeps the scale of a one-directional block.
+            back = self.backward_mixer(h.flip(1), keep.flip(1)).flip(1)
+            mixed = 0.5 * (mixed + back)
         return (x + self.dropout(mixed)) * keep
 
 

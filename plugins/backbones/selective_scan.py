@@ -54,29 +54,12 @@ import torch
 DEFAULT_CHUNK = 64
 
 
-def _times_A(x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """``x * A`` for ``x: [N, d]`` or ``[N, d, n]`` and grouped ``A: [G, d, n]``; ``[N, d, n]``.
-
-    Row ``i`` of the batch belongs to group ``i // (N / G)``: several scans with their own ``A``
-    (the two directions of a bidirectional block) then run as one batch, one loop.
-    """
-    G, d, n = A.shape
-    rows = x.shape[0]
-    grouped = x.reshape(G, rows // G, d, -1) * A.unsqueeze(1)
-    return grouped.reshape(rows, d, n)
-
-
-def _per_group(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Sum ``[N, d, n]`` over the rows of each group: ``[G, d, n]`` (the gradient of ``A``)."""
-    return x.reshape(groups, x.shape[0] // groups, *x.shape[1:]).sum(1)
-
-
 class _ScanChunk(torch.autograd.Function):
     """One chunk of the scan: ``(u, delta, A, B, C, h0) -> (y without D*u, h_last)``.
 
-    Time-major and contiguous: ``u, delta: [T, N, d]``, ``B, C: [T, N, n]``, ``h0: [N, d, n]``,
-    ``A: [G, d, n]`` (``G`` groups of ``N / G`` rows). Every step works on ``[N, d, n]`` blocks
-    only; the one ``[T, N, d, n]`` buffer is the recomputed states in backward.
+    Time-major and contiguous: ``u, delta: [T, N, d]``, ``B, C: [T, N, n]``, ``h0: [N, d, n]``.
+    Every step works on ``[N, d, n]`` blocks only; the one ``[T, N, d, n]`` buffer is the
+    recomputed states in backward.
     """
 
     @staticmethod
@@ -86,7 +69,7 @@ class _ScanChunk(torch.autograd.Function):
         h = h0
         for t in range(u.shape[0]):
             # h = exp(delta_t A) * h + (delta_t u_t) B_t ;  y_t = h C_t
-            h = torch.exp(_times_A(delta[t], A)).mul_(h).addcmul_(du[t].unsqueeze(-1), B[t].unsqueeze(1))
+            h = torch.exp(delta[t].unsqueeze(-1) * A).mul_(h).addcmul_(du[t].unsqueeze(-1), B[t].unsqueeze(1))
             torch.bmm(h, C[t].unsqueeze(-1), out=y[t].unsqueeze(-1))
         ctx.save_for_backward(u, delta, A, B, C, h0)
         return y, h
@@ -101,7 +84,7 @@ class _ScanChunk(torch.autograd.Function):
         H = u.new_empty(T, *h0.shape)
         h = h0
         for t in range(T):
-            h = torch.mul(torch.exp(_times_A(delta[t], A)), h, out=H[t])
+            h = torch.mul(torch.exp(delta[t].unsqueeze(-1) * A), h, out=H[t])
             h.addcmul_(du[t].unsqueeze(-1), B[t].unsqueeze(1))
         gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
         gB, gC = torch.empty_like(B), torch.empty_like(C)
@@ -116,11 +99,11 @@ class _ScanChunk(torch.autograd.Function):
             torch.mul(delta[t], GB, out=gu[t])
             torch.bmm(du[t].unsqueeze(1), G, out=gB[t].unsqueeze(1))
             # exp(delta_t A) multiplies h_{t-1}: g(delta_t A) = G * dA_t * h_{t-1}.
-            G = G.mul_(torch.exp(_times_A(delta[t], A)))  # now dLoss/dh_{t-1} (through dA_t)
+            G = G.mul_(torch.exp(delta[t].unsqueeze(-1) * A))  # now dLoss/dh_{t-1} (through dA_t)
             P = G * (H[t - 1] if t > 0 else h0)
-            torch.add(u[t] * GB, _times_A(P, A).sum(-1), out=gdelta[t])
+            torch.add(u[t] * GB, (P * A).sum(-1), out=gdelta[t])
             gA_rows.addcmul_(P, delta[t].unsqueeze(-1))
-        return gu, gdelta, _per_group(gA_rows, A.shape[0]), gB, gC, G
+        return gu, gdelta, gA_rows.sum(0), gB, gC, G
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -145,20 +128,9 @@ def selective_scan(
     ``delta`` is used as given (apply softplus and any bias before). A position with
     ``delta = 0`` leaves the state unchanged and adds nothing to it, which is how padding is
     skipped.
-
-    Grouped form: ``A: [G, d, n]`` and ``D: [G, d]`` run ``G`` scans with their own parameters
-    in one loop, group ``g`` being batch rows ``g*N/G`` to ``(g+1)*N/G - 1``. A bidirectional
-    block scans both directions this way: one Python loop instead of two, on blocks twice as
-    large.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    groups = A.shape[0] if A.dim() == 3 else 1
-    if A.dim() not in (2, 3) or u.shape[0] % groups:
-        raise ValueError(
-            f"A must be [d, n] or [G, d, n] with G dividing the batch; got A {tuple(A.shape)} "
-            f"for a batch of {u.shape[0]}"
-        )
     dtypes = {x.dtype for x in (u, delta, A, B, C)}
     low = dtypes & {torch.bfloat16, torch.float16}
     if len(dtypes) > 1 or low or _autocast_on(u.device.type):
@@ -172,8 +144,7 @@ def selective_scan(
             )
         return y.to(u.dtype)
     N, L, d = u.shape
-    n = A.shape[-1]
-    grouped_A = A if A.dim() == 3 else A.unsqueeze(0)
+    n = A.shape[1]
     # Time-major, contiguous: each step of the loop then reads one contiguous [N, d, n] block.
     uT, deltaT = u.transpose(0, 1).contiguous(), delta.transpose(0, 1).contiguous()
     BT, CT = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()
@@ -181,12 +152,11 @@ def selective_scan(
     ys = []
     for start in range(0, L, chunk):
         part = slice(start, start + chunk)
-        y, h = _ScanChunk.apply(uT[part], deltaT[part], grouped_A, BT[part], CT[part], h)
+        y, h = _ScanChunk.apply(uT[part], deltaT[part], A, BT[part], CT[part], h)
         ys.append(y)
     y = (torch.cat(ys) if len(ys) > 1 else ys[0]).transpose(0, 1)
     if D is not None:
-        skip = u.reshape(groups, N // groups, L, d) * D.reshape(groups, 1, 1, d)
-        y = y + skip.reshape(N, L, d)
+        y = y + u * D
     return y
 
 
@@ -219,26 +189,10 @@ def cuda_selective_scan(
     C: torch.Tensor,
     D: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Same contract as :func:`selective_scan`, run by mamba-ssm's ``selective_scan_fn``.
-
-    Grouped ``A: [G, d, n]`` runs one kernel call per group (the kernel takes one ``A``).
-    """
+    """Same contract as :func:`selective_scan`, run by mamba-ssm's ``selective_scan_fn``."""
     fn, reason = cuda_scan_status()
     if fn is None:
         raise RuntimeError(f"the mamba-ssm CUDA selective scan is not available ({reason})")
-    if A.dim() == 3:
-        rows = u.shape[0] // A.shape[0]
-        return torch.cat(
-            [
-                cuda_selective_scan(
-                    *(x[g * rows : (g + 1) * rows] for x in (u, delta)),
-                    A[g],
-                    *(x[g * rows : (g + 1) * rows] for x in (B, C)),
-                    None if D is None else D[g] if D.dim() == 2 else D,
-                )
-                for g in range(A.shape[0])
-            ]
-        )
     # mamba-ssm wants channels-first: u, delta [N, d, L]; B, C [N, n, L].
     y = fn(
         u.transpose(1, 2).contiguous(),
