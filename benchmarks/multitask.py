@@ -11,7 +11,8 @@ saved 80/20 splits, ``benchmarks/splits``; the others' validation is carved from
 with the recipe's fractions and seed), so a task's test rows are the same in both arms and the
 seven single-task models together see the windows the multi-task model sees (same epochs over
 the same training rows; early stopping may end either sooner, and the windows each saw are
-reported). Every number is a test-split metric at the validation-chosen (max-MCC) threshold,
+reported). Every model is an MLflow run (experiment ``ptmkit-bench-multitask``, the default store); every
+number is a test-split metric at the validation-chosen (max-MCC) threshold,
 mean and sd over seeds. The gradient-boosting / logistic floor and the UniPTMs paper rows are
 read from ``docs/benchmarks/converge.json`` and the catalogue for reference (the floor saw each
 dataset's own window width, not the common 41).
@@ -33,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import torch
 import yaml
 from tqdm.auto import tqdm
@@ -42,12 +44,13 @@ from ptmkit import recipe as recipes
 from ptmkit.datasets import resolve_data_root
 from ptmkit.outputs import write_text
 from ptmkit.run import run
-from ptmkit.trackers import NullTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "experiments/mtprompt-trunk-lite.yaml"
 SPLITS = ROOT / "benchmarks/splits"
 CONVERGE = ROOT / "docs/benchmarks/converge.json"
+#: single-task jobs largest first, so the two workers finish together
+COST_ORDER = ("K2", "K1", "C2", "T2", "T1", "C1", "H1")
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def task_block(names: list[str], raw_tasks: dict) -> str:
         if saved.is_file():
             entry["split_file"] = str(saved)
         out[name] = entry
-    return "data.tasks=" + yaml.safe_dump(out, default_flow_style=True, width=10_000).strip()
+    return "data.tasks=" + yaml.safe_dump(out, default_flow_style=True, width=10_000, sort_keys=False).strip()
 
 
 def plan(seeds: list[int], extra: list[str], data_root: Path) -> list[Job]:
@@ -80,7 +83,7 @@ def plan(seeds: list[int], extra: list[str], data_root: Path) -> list[Job]:
         jobs.append(
             Job(seed, "multi", None, (task_block(names, raw["data"]["tasks"]), *common), str(data_root))
         )
-        for name in names:
+        for name in sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else -1):
             one = (task_block([name], raw["data"]["tasks"]), "model.nodes.heads.tasks=1", *common)
             jobs.append(Job(seed, "single", name, one, str(data_root)))
     return jobs
@@ -89,11 +92,10 @@ def plan(seeds: list[int], extra: list[str], data_root: Path) -> list[Job]:
 def run_job(job: Job) -> list[dict]:
     torch.set_num_threads(1)
     recipe = recipes.load(RECIPE, list(job.overrides))
-    tracker = NullTracker()
     t0 = time.perf_counter()
-    summary = run(recipe, data_root=Path(job.data_root), tracker=tracker, progress=False, inference_repeats=1)
+    summary = run(recipe, data_root=Path(job.data_root), progress=False, inference_repeats=1)
     seconds = time.perf_counter() - t0
-    last = tracker.last
+    last = mlflow.MlflowClient(summary.tracking_uri).get_run(summary.run_id).data.metrics
     rows = []
     for task in summary.tasks:
         rows.append(
@@ -108,12 +110,14 @@ def run_job(job: Job) -> list[dict]:
                 "best_epoch": summary.best_epoch,
                 "windows_seen": int(last.get("train/windows_seen", 0)),
                 "seconds": seconds,
+                "run_id": summary.run_id,
             }
         )
     return rows
 
 
-def execute(jobs: list[Job], workers: int) -> list[dict]:
+def execute(jobs: list[Job], workers: int, partial: Path | None = None) -> list[dict]:
+    """Run the jobs in spawned workers; ``partial``: rows so far, rewritten after every model."""
     rows: list[dict] = []
     bar = tqdm(total=len(jobs), desc="multitask", unit="model")
     context = multiprocessing.get_context("spawn")
@@ -131,6 +135,8 @@ def execute(jobs: list[Job], workers: int) -> list[dict]:
                 file=sys.stderr,
             )
             bar.update()
+            if partial is not None:
+                write_text(partial, json.dumps(rows, indent=2) + "\n")
     return rows
 
 
@@ -235,7 +241,8 @@ def main() -> None:
     args = p.parse_args()
     data_root = resolve_data_root(args.data_root)
     started = time.perf_counter()
-    rows = execute(plan(args.seeds, args.set, data_root), args.workers)
+    partial = args.out.with_suffix(".partial.json") if args.out else None
+    rows = execute(plan(args.seeds, args.set, data_root), args.workers, partial)
     command = "python -m benchmarks.multitask --seeds " + " ".join(map(str, args.seeds))
     command += "".join(f" --set {s}" for s in args.set)
     meta = {

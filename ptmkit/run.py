@@ -246,7 +246,7 @@ def fit(
 def evaluate(s: Setup, fitted: Fitted, tracker: Tracker, work: Path, *, repeats: int) -> Evaluation:
     """Thresholds on validation (every rule), the test split scored ``repeats`` times (median
     time), metrics at 0.5 and at ``thresholds.RUN_RULE``, predictions and plots."""
-    recipe, table, info, model = s.recipe, s.table, s.info, s.assembly.graph
+    recipe, info, model = s.recipe, s.info, s.assembly.graph
     result, valid, test = fitted.result, fitted.valid, fitted.test
     assert valid.labels is not None and test.labels is not None
     device = pick_device(recipe.train.device)
@@ -274,23 +274,39 @@ def evaluate(s: Setup, fitted: Fitted, tracker: Tracker, work: Path, *, repeats:
         }
     )
 
-    frame = table.frame[table.frame["split"] == "test"].drop(columns=["split"]).copy()
+    curves = {"validation": (val_labels, val_scores), "test": (test_labels, test_scores)}
+    frame = log_test_outputs(
+        s, fitted, tracker, work, test_scores, threshold, curves, f"{recipe.name} on {info.name}"
+    )
+    return Evaluation(rules, threshold, report, val_scores, test_scores, infer_seconds, frame)
+
+
+def log_test_outputs(
+    s: Setup,
+    fitted: Fitted,
+    tracker: Tracker,
+    work: Path,
+    test_scores: np.ndarray,
+    cut: float | np.ndarray,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+) -> pd.DataFrame:
+    """The test rows with scores and calls (``cut``: one threshold, or each row's), the ROC/PR
+    ``curves`` and the training curves, as artifacts; returns the test rows."""
+    frame = s.table.frame[s.table.frame["split"] == "test"].drop(columns=["split"]).copy()
     frame["score"] = test_scores
-    frame["call"] = (test_scores >= threshold).astype(int)
+    frame["call"] = (test_scores >= cut).astype(int)
     predictions = work / "test_predictions.csv"
     frame.to_csv(predictions, index=False)
     tracker.log_artifact(predictions, "predictions")
-
-    title = f"{recipe.name} on {info.name}"
-    plots.roc_pr(
-        {"validation": (val_labels, val_scores), "test": (test_labels, test_scores)},
-        work / "roc_pr.png",
-        title,
+    result = fitted.result
+    plots.roc_pr(curves, work / "roc_pr.png", title)
+    plots.training_curves(
+        result.history, result.best_epoch, work / "training.png", f"{s.recipe.name} on {s.info.name}"
     )
-    plots.training_curves(result.history, result.best_epoch, work / "training.png", title)
     tracker.log_artifact(work / "roc_pr.png", "plots")
     tracker.log_artifact(work / "training.png", "plots")
-    return Evaluation(rules, threshold, report, val_scores, test_scores, infer_seconds, frame)
+    return frame
 
 
 def timed_scores(
@@ -312,8 +328,8 @@ def _evaluate_tasks(
     validation rows; test metrics per task (``test/<task>/<metric>``), their mean over tasks
     (``test/macro/<metric>``) and pooled over all rows at each row's own task threshold
     (``test/<metric>``); a per-task table, and one ROC/PR curve per task."""
-    recipe, table, info, model = s.recipe, s.table, s.info, s.assembly.graph
-    valid, test, result = fitted.valid, fitted.test, fitted.result
+    recipe, table, model = s.recipe, s.table, s.assembly.graph
+    valid, test = fitted.valid, fitted.test
     assert valid.labels is not None and test.labels is not None
     assert valid.task is not None and test.task is not None
     tasks = list(recipe.tasks)
@@ -342,21 +358,10 @@ def _evaluate_tasks(
     task_table(per_task, tasks, table).to_csv(table_path)
     tracker.log_artifact(table_path, "metrics")
 
-    frame = table.frame[table.frame["split"] == "test"].drop(columns=["split"]).copy()
-    frame["score"] = test_scores
-    frame["call"] = (test_scores >= row_cut).astype(int)
-    predictions = work / "test_predictions.csv"
-    frame.to_csv(predictions, index=False)
-    tracker.log_artifact(predictions, "predictions")
-
     title = f"{recipe.name}: test split, one curve per task"
     curves = {t: (test_labels[test_task == i], test_scores[test_task == i]) for i, t in enumerate(tasks)}
-    plots.roc_pr({t: c for t, c in curves.items() if len(np.unique(c[0])) == 2}, work / "roc_pr.png", title)
-    plots.training_curves(
-        result.history, result.best_epoch, work / "training.png", f"{recipe.name} on {info.name}"
-    )
-    tracker.log_artifact(work / "roc_pr.png", "plots")
-    tracker.log_artifact(work / "training.png", "plots")
+    both = {t: c for t, c in curves.items() if len(np.unique(c[0])) == 2}
+    frame = log_test_outputs(s, fitted, tracker, work, test_scores, row_cut, both, title)
     test_report = {**report, **per_task}
     return Evaluation({}, float("nan"), test_report, val_scores, test_scores, infer_seconds, frame, rules)
 

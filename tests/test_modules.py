@@ -33,9 +33,12 @@ CASES: list[tuple[str, str, list[int], dict[str, Any], int]] = [
     ("head_attention", "mlp_head", [5], {"pool": "attention", "hidden": [4]}, 1),
     ("head_center_attention", "mlp_head", [5], {"pool": "center+attention", "hidden": [4]}, 1),
     ("head_linear", "mlp_head", [5], {"pool": "mean", "hidden": []}, 1),
+    # MTPrompt-PTM's heads: shared Linear + BatchNorm + ReLU, one logit per task
+    ("task_heads", "task_heads", [5], {"tasks": 4, "dropout": 0.1}, 4),
+    ("task_heads_attention", "task_heads", [5], {"pool": "center+attention", "hidden": [], "tasks": 2}, 2),
 ]
 IDS = [c[0] for c in CASES]
-HEADS = {"mlp_head"}
+HEADS = {"mlp_head", "task_heads"}
 BACKBONES = {"bilstm", "cnn"}
 
 

@@ -51,21 +51,25 @@ class MLPHead(Head):
 
     def __init__(self, config: MLPHead.Config, in_dims: list[int]) -> None:
         super().__init__(config, in_dims)
-        if len(self.in_dims) != 1:
-            raise ValueError(
-                f"mlp_head takes exactly 1 input, got {len(self.in_dims)} "
-                f"(dims {self.in_dims}); fuse them first, e.g. with concat"
-            )
-        d = self.in_dims[0]
-        if d < 1:
-            raise ValueError(f"mlp_head needs an input of size >= 1, got {self.in_dims}")
-        if config.pool in ("attention", "center+attention"):
-            self.query = nn.Parameter(torch.randn(d) / math.sqrt(d))
-        sizes = [2 * d if config.pool == "center+attention" else d, *config.hidden]
+        sizes = [self._pooled_size("mlp_head"), *config.hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(sizes[-1], config.tasks)
         self.output_dims = {"out": config.tasks, "embedding": sizes[-1]}
+
+    def _pooled_size(self, name: str) -> int:
+        """Check the one input, create the attention query the pool needs; the pooled size."""
+        if len(self.in_dims) != 1:
+            raise ValueError(
+                f"{name} takes exactly 1 input, got {len(self.in_dims)} "
+                f"(dims {self.in_dims}); fuse them first, e.g. with concat"
+            )
+        d = self.in_dims[0]
+        if d < 1:
+            raise ValueError(f"{name} needs an input of size >= 1, got {self.in_dims}")
+        if self.config.pool in ("attention", "center+attention"):
+            self.query = nn.Parameter(torch.randn(d) / math.sqrt(d))
+        return 2 * d if self.config.pool == "center+attention" else d
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Reduce [N, W, D] to [N, D]; rows with no real residue pool to zeros."""

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
 from ptmkit.api import register
 
 from .mlp import MLPHead
+
+
+class _BatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a training batch of one row with its running statistics
+    (batch statistics of one row are undefined; nn.BatchNorm1d raises there)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] < 2:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
 
 
 @register.head("task_heads")
@@ -47,23 +59,11 @@ class TaskHeads(MLPHead):
 
     def __init__(self, config: TaskHeads.Config, in_dims: list[int]) -> None:
         super(MLPHead, self).__init__(config, in_dims)  # the Head's init, not MLPHead's layers
-        if len(self.in_dims) != 1:
-            raise ValueError(
-                f"task_heads takes exactly 1 input, got {len(self.in_dims)} "
-                f"(dims {self.in_dims}); fuse them first, e.g. with concat"
-            )
-        d = self.in_dims[0]
-        if d < 1:
-            raise ValueError(f"task_heads needs an input of size >= 1, got {self.in_dims}")
-        if config.pool in ("attention", "center+attention"):
-            self.query = nn.Parameter(torch.randn(d) / math.sqrt(d))
-        pooled = 2 * d if config.pool == "center+attention" else d
+        pooled = self._pooled_size("task_heads")
         hidden = [pooled] if config.hidden is None else config.hidden
         sizes = [pooled, *hidden]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
-        self.norms = nn.ModuleList(
-            nn.BatchNorm1d(b) if config.batchnorm else nn.Identity() for b in sizes[1:]
-        )
+        self.norms = nn.ModuleList(_BatchNorm(b) if config.batchnorm else nn.Identity() for b in sizes[1:])
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(sizes[-1], config.tasks)
         self.output_dims = {"out": config.tasks, "embedding": sizes[-1]}
