@@ -103,11 +103,26 @@ def check_recipe(recipe: Recipe, *, data_root: Path) -> DataReport:
         table, info = prepare_data(recipe, data_root)
     # the paper's train counts hold the run's train + valid rows: comparing them would mislead
     info = replace(info, paper=None)
-    report = check_table(table, info, f"{info.name} split as recipe {recipe.name!r} splits it")
+    if info.tasks:
+        report = _check_tasks(table, info, recipe.name)
+    else:
+        report = check_table(table, info, f"{info.name} split as recipe {recipe.name!r} splits it")
     report.notes += [str(w.message) for w in caught if str(w.message).startswith("data.split")]
     preset = recipe.source.preset if recipe.source is not None else None
     if preset is not None:
         _check_files(report, preset, Path(data_root) / preset.collection)
+    return report
+
+
+def _check_tasks(table: SiteTable, info: DatasetInfo, recipe: str) -> DataReport:
+    """A multi-task recipe's data, checked task by task (a window two tasks share, as T1 and T2
+    do, is no duplicate, conflict or leak); sections and defects are named by their task."""
+    report = DataReport(f"{info.name} split as recipe {recipe!r} splits it, task by task")
+    for name, task_info in info.tasks.items():
+        rows = table.subset(table.frame["task"].to_numpy() == name)
+        own = check_table(rows, replace(task_info, paper=None), name)
+        report.sections += [replace(sec, title=f"{name}: {sec.title}") for sec in own.sections]
+        report.defects += [f"{name}: {d}" for d in own.defects]
     return report
 
 

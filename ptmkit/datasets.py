@@ -190,7 +190,17 @@ def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInf
             task = (data.tasks or {})[name]
             split_file = (recipe.base_dir / task.split_file).resolve() if task.split_file else None
             residues = task.residues if task.residues is not None else data.residues
-            table, info = _prepare_source(source, recipe, data_root, residues, split_file, fit=True)
+            try:
+                table, info = _prepare_source(source, recipe, data_root, residues, split_file, fit=True)
+            except PtmkitError as exc:  # say which task: every task is read and split on its own
+                raise PtmkitError(f"data.tasks.{name} ({source.name}): {exc}") from None
+            present = set(table.frame["split"])
+            if not {"train", "valid", "test"} <= present:
+                have = ", ".join(f"{k} {v}" for k, v in table.frame["split"].value_counts().items())
+                raise PtmkitError(
+                    f"data.tasks.{name}: every task needs training, validation and test rows (its "
+                    f"thresholds and metrics are its own); {info.name} has {have}"
+                )
             tables.append(table)
             infos[name] = info
         table = tables[0]
@@ -230,8 +240,10 @@ def _prepare_source(
         residues=residues,
     )
     if fit and data.window is not None:
+        # info.window stays the task's own width (at most the common one): predict masks a
+        # padded task's windows to it, as training saw them
+        info = replace(info, window=min(table.width, data.window) if len(table) else data.window)
         table = table.fit_width(data.window)
-        info = replace(info, window=table.width)
     if residues:
         keep = table.frame["residue"].isin(list(residues)).to_numpy()
         table = table.subset(keep)
@@ -241,7 +253,7 @@ def _prepare_source(
         info = replace(info, residues=residues)  # what the model is trained on, and scans for
     split = data.split
     if split_file is not None:
-        table = apply_split_file(table, split_file, dedupe=split.dedupe)
+        table = apply_split_file(table, split_file, dedupe=split.dedupe, task=source.task if fit else None)
     else:
         table = assign_splits(table, valid=split.valid, test=split.test, seed=split.seed, group=split.group)
     if split.dedupe:

@@ -173,15 +173,13 @@ def run_split(
             ) from None
         data = model.recipe.data
         residues = data.residues
-        if task is not None:  # a multi-task run's splits hold every task's rows: keep this task's
-            saved = pd.read_csv(local, sep="\t", dtype=str, keep_default_na=False)
-            local = str(Path(tmp) / "task_splits.tsv.gz")
-            saved[saved["task"] == task].to_csv(local, sep="\t", index=False, compression="gzip")
-            own = (data.tasks or {}).get(task)
-            residues = own.residues if own is not None and own.residues is not None else residues
+        own = (data.tasks or {}).get(task) if task is not None else None
+        if own is not None and own.residues is not None:
+            residues = own.residues
         if residues:  # the run filtered residues before it split
             table = table.subset(table.frame["residue"].isin(list(residues)).to_numpy())
-        table = apply_split_file(table, Path(local), dedupe=data.split.dedupe)
+        # a multi-task run's splits hold every task's rows: this task's are applied
+        table = apply_split_file(table, Path(local), dedupe=data.split.dedupe, task=task)
     return table, artifact
 
 
@@ -195,6 +193,8 @@ def model_task(model: LoadedModel, source: str, task: str | None) -> str | None:
             )
         return None
     names = [t.name for t in model.tasks]
+    if task is None and len(names) == 1:
+        return names[0]
     if task is not None:
         if task not in names:
             raise PtmkitError(

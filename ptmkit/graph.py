@@ -223,10 +223,11 @@ class ModelGraph(nn.Module):
             self.dims[name] = block.output_dims["out"]
             self.blocks[name] = block
         self.tasks = self.dims[self.output]
-        expected = len(recipe.tasks) or 1
+        names = list(recipe.data.tasks or {})  # (not recipe.tasks: a package may load without its readers)
+        expected = len(names) or 1
         if self.tasks != expected:
-            what = f"the {expected} data.tasks ({', '.join(recipe.tasks)})" if recipe.tasks else "one task"
-            hint = "tasks" if recipe.tasks else "tasks: 1 (or declare data.tasks)"
+            what = f"the {expected} data.tasks ({', '.join(names)})" if names else "one task"
+            hint = "tasks" if names else "tasks: 1 (or declare data.tasks)"
             problem = (
                 f"{nodes[self.output].where}: the output node {self.output!r} gives {self.tasks} logits "
                 f"per row, but the recipe has {what}; set its {hint}"

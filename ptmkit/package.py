@@ -232,10 +232,14 @@ class ModelTask:
     ptm: str
     residues: str
     thresholds: dict[str, float]
+    #: the task's own window width when narrower than the model's (its fragments were centred
+    #: and padded in training; predict masks its windows to this width); None: the model's
+    width: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         cuts = {"default": float(FIXED_RULE), **self.thresholds}
-        return {"name": self.name, "ptm": self.ptm, "residues": self.residues, "thresholds": cuts}
+        out = {"name": self.name, "ptm": self.ptm, "residues": self.residues, "thresholds": cuts}
+        return {**out, "width": self.width} if self.width is not None else out
 
     def threshold(self, rule: str, ref: str = "") -> float:
         """The cut-off of a named rule (``ptmkit.thresholds.RULES``; ``0.5`` is ``default``)."""
@@ -289,6 +293,7 @@ class LoadedModel:
                     str(t["ptm"]),
                     str(t["residues"]),
                     {k: float(v) for k, v in t["thresholds"].items()},
+                    None if t.get("width") is None else int(t["width"]),
                 )
                 for t in self.meta["tasks"]
             ]

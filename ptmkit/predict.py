@@ -168,6 +168,12 @@ def read_fasta(path: Path) -> Iterator[Protein | Skipped]:
 
 
 # ---------------------------------------------------------------------------- scanning
+def central(window: int, width: int) -> torch.Tensor:
+    """bool [window]: the ``width`` positions around the centre (what a narrower task saw)."""
+    offset = torch.arange(window) - window // 2
+    return offset.abs() <= width // 2
+
+
 @dataclass
 class ScanModel:
     """A loaded model as used in one scan: its output label and the cut-off in force."""
@@ -287,12 +293,8 @@ class Scanner:
                         self.encoded += 1
                     tensors[name] = cache[key]
                 t0 = time.perf_counter()
-                # a view of this model's residues in the shared encodings: no copy of them
-                encoded = Encoded(tensors, mask if rows is None else mask[rows], index=rows)
-                # one pass: a multi-task model scores every task of a row at once ([n, T])
-                scores = infer(model.model, encoded, batch_size=self.batch_size).scores
+                scores = self._score(model, tensors, mask if rows is None else mask[rows], rows)
                 self.model_seconds += time.perf_counter() - t0
-                scores = scores.reshape(len(scores), -1)
                 kept = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
                 kept_residues, kept_protein = residues[keep], index[keep]
                 for j, task in enumerate(model.tasks):
@@ -301,7 +303,7 @@ class Scanner:
                         continue
                     part = kept[mine].reset_index(drop=True)
                     part["ptm_type"] = scan_model.track(j)
-                    part["score"] = scores[mine, j].astype(np.float64)
+                    part["score"] = scores[j][mine].astype(np.float64)
                     part["call"] = (part["score"].to_numpy() >= scan_model.thresholds[j]).astype(np.int64)
                     part["model"] = scan_model.label
                     part["_protein"] = kept_protein[mine]
@@ -314,6 +316,28 @@ class Scanner:
         order = ["_protein", "_model", "_task", "position"]
         out = out.sort_values(order, kind="mergesort").reset_index(drop=True)
         return out, skipped
+
+    def _score(
+        self,
+        model: LoadedModel,
+        tensors: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        rows: torch.Tensor | None,
+    ) -> list[np.ndarray]:
+        """Each task's scores of the rows (a view of this model's residues in the shared
+        encodings: no copy of them). One pass scores every task at once ([n, T]); a task trained
+        on narrower, padded fragments gets a pass with its windows masked to its own width."""
+        widths: dict[int, list[int]] = {}
+        for j, task in enumerate(model.tasks):
+            widths.setdefault(min(task.width or model.window, model.window), []).append(j)
+        out: list[np.ndarray] = [np.empty(0)] * len(model.tasks)
+        for width, tasks in widths.items():
+            keep = mask if width == model.window else mask & central(model.window, width)
+            scores = infer(model.model, Encoded(tensors, keep, index=rows), batch_size=self.batch_size).scores
+            scores = scores.reshape(len(scores), -1)
+            for j in tasks:
+                out[j] = scores[:, j]
+        return out
 
     def _rows(self, eligible: list[tuple[int, Protein]], width: int) -> tuple[SiteTable, np.ndarray]:
         """Candidate rows of one window group as a SiteTable (windows cut by ``windows_at``, as

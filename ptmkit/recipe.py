@@ -217,7 +217,7 @@ class SplitSection(_Strict):
 
 
 #: Task names become metric path parts (``test/<task>/mcc``) and package keys.
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # MLflow allows these in names
 #: Names a task may not take: the aggregate over tasks is logged under ``<split>/macro/<metric>``.
 RESERVED_TASK_NAMES = ("macro",)
 
@@ -265,7 +265,7 @@ class DataSection(_Strict):
             for name in self.tasks:
                 if not TASK_NAME.match(name) or name in RESERVED_TASK_NAMES:
                     raise ValueError(
-                        f"data.tasks: task name {name!r} is not valid; use letters, digits and _ . + - "
+                        f"data.tasks: task name {name!r} is not valid; use letters, digits and _ . - "
                         f"(starting with a letter or digit), not {', '.join(RESERVED_TASK_NAMES)}"
                     )
             if self.window is None:
@@ -683,7 +683,10 @@ class Recipe:
 
     def digest(self) -> str:
         """Hash of the filled recipe: equal for recipes that differ only in spelling out defaults."""
-        canonical = json.dumps(self.filled(), sort_keys=True, default=str)
+        filled = self.filled()
+        if "tasks" in filled["data"]:  # the tasks' order is the model's output order: part of it
+            filled["data"]["task_order"] = list(filled["data"]["tasks"])
+        canonical = json.dumps(filled, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def to_yaml(self) -> str:
@@ -839,23 +842,34 @@ def _check_task_options(data: DataSection, train: TrainSection, locate: _Locator
                 raise RecipeError(f"{locate(('train', key))}: train.{key} needs data.tasks (several tasks)")
 
 
-def _parse_tasks(data: DataSection, registry: Registry, locate: _Locator) -> dict[str, SourceUse]:
-    """Each task's source, resolved as ``data.source`` would be, and named after its task."""
+def _parse_tasks(
+    data: DataSection, registry: Registry, locate: _Locator, *, lenient: bool = False
+) -> dict[str, SourceUse | None]:
+    """Each task's source, resolved as ``data.source`` would be, and named after its task
+    (``lenient``: a source that does not resolve here is None, as for a packaged model's)."""
     import dataclasses
 
-    out = {}
+    out: dict[str, SourceUse | None] = {}
     for name, task in (data.tasks or {}).items():
         prefix: Key = ("data", "tasks", name)
+        if task.residues:  # checked and upper-cased once, as data.residues is
+            checked = _check_residues(task.residues, locate(prefix + ("residues",)))
+            assert data.tasks is not None
+            data.tasks[name] = task = task.model_copy(update={"residues": checked})
         residues = task.residues if task.residues is not None else data.residues
-        if residues:
-            residues = _check_residues(residues, locate(prefix + ("residues",)))
-        use = parse_source(
-            task.source,
-            registry,
-            locations=locate.locations,
-            prefix=prefix + ("source",),
-            data_residues=residues,
-        )
+        try:
+            use = parse_source(
+                task.source,
+                registry,
+                locations=locate.locations,
+                prefix=prefix + ("source",),
+                data_residues=residues,
+            )
+        except RecipeError:
+            if not lenient:
+                raise
+            out[name] = None
+            continue
         out[name] = dataclasses.replace(use, task=name, residues=residues or use.residues)
     return out
 
@@ -894,7 +908,9 @@ def parse(
     tasks: dict[str, SourceUse] = {}
     try:
         if data.tasks is not None:
-            tasks = _parse_tasks(data, registry, locate)
+            resolved = _parse_tasks(data, registry, locate, lenient=lenient_source)
+            if all(u is not None for u in resolved.values()):  # else: a package read leniently
+                tasks = {n: u for n, u in resolved.items() if u is not None}
         else:
             source = parse_source(
                 data.source, registry, locations=locate.locations, data_residues=data.residues

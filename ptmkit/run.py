@@ -396,8 +396,11 @@ def package(s: Setup, fitted: Fitted, evaluation: Evaluation, tracker: Tracker, 
         best_epoch=fitted.result.best_epoch,
         run_id=tracker.run_id or None,
         tasks=[
-            ModelTask(name, s.info.tasks[name].ptm, s.info.tasks[name].residues, cuts)
+            ModelTask(
+                name, task.ptm, task.residues, cuts, task.window if task.window < s.table.width else None
+            )
             for name, cuts in evaluation.task_thresholds.items()
+            for task in [s.info.tasks[name]]
         ]
         or None,
     )
@@ -479,10 +482,11 @@ def metrics_table(summary: RunSummary) -> pd.DataFrame:
     if summary.tasks:
 
         def tuned(prefix: str) -> dict[str, float]:
+            nan = float("nan")
             return {
-                **{k: t[f"{prefix}tuned_{k}"] for k in ("acc", "sen", "spec", "mcc")},
-                "auc": t[f"{prefix}auc"],
-                "ap": t[f"{prefix}ap"],
+                **{k: t.get(f"{prefix}tuned_{k}", nan) for k in ("acc", "sen", "spec", "mcc")},
+                "auc": t.get(f"{prefix}auc", nan),
+                "ap": t.get(f"{prefix}ap", nan),
             }
 
         rows = {f"{name} (its validation-max-MCC threshold)": tuned(f"{name}/") for name in summary.tasks}

@@ -239,9 +239,10 @@ def save_split_file(table: SiteTable, path: Path) -> None:
         out.to_csv(fh, sep="\t", index=False, compression="gzip")
 
 
-def read_split_file(path: Path) -> pd.DataFrame:
+def read_split_file(path: Path, task: str | None = None) -> pd.DataFrame:
     """``key, label, split`` of a saved split: a :func:`save_split_file` file or a run's own
-    ``data/splits.tsv.gz`` (the whole table: origin, position, ..., label, split)."""
+    ``data/splits.tsv.gz`` (the whole table: origin, position, ..., label, split). ``task``: of
+    a multi-task run's table (a ``task`` column), only that task's rows."""
     if path.is_dir():
         raise PtmkitError(f"data.split.file: {path} is a directory, not a split file")
     if not path.exists():
@@ -251,6 +252,8 @@ def read_split_file(path: Path) -> pd.DataFrame:
     except (ValueError, OSError, EOFError, zlib.error) as exc:  # UnicodeDecodeError is a ValueError
         raise PtmkitError(f"{path}: not a ptmkit split file ({first_line(exc)})") from None
     columns = set(saved.columns)
+    if task is not None and "task" in columns:
+        saved = saved[saved["task"] == task].reset_index(drop=True)
     if {"key", "label", "split"} <= columns:
         keys = saved["key"]
     elif {"origin", "label", "split"} <= columns:  # a run's data/splits.tsv.gz
@@ -277,7 +280,9 @@ def read_split_file(path: Path) -> pd.DataFrame:
     )
 
 
-def apply_split_file(table: SiteTable, path: Path, *, dedupe: bool = False) -> SiteTable:
+def apply_split_file(
+    table: SiteTable, path: Path, *, dedupe: bool = False, task: str | None = None
+) -> SiteTable:
     """Give every row the split recorded in ``path`` (:func:`save_split_file` or a run's
     ``data/splits.tsv.gz``).
 
@@ -285,8 +290,9 @@ def apply_split_file(table: SiteTable, path: Path, *, dedupe: bool = False) -> S
     data is refused with the first row that differs. With ``dedupe`` (a run that had
     ``data.split.dedupe: true`` logs only the rows it kept) a row missing from the file is
     accepted, and dropped, when its window occurs in the file's training or validation rows.
+    ``task``: the rows are that task's (the file may be a multi-task run's splits).
     """
-    saved = read_split_file(path)
+    saved = read_split_file(path, task)
     keys = row_keys(table)
     lookup = saved.set_index("key")
     absent = ~keys.isin(lookup.index)

@@ -22,10 +22,11 @@ from ptmkit.datasets import prepare_data
 from ptmkit.errors import GraphError, PtmkitError, RecipeError
 from ptmkit.evaluate import evaluate_model
 from ptmkit.hooks import build_registry
-from ptmkit.inference import encode
+from ptmkit.inference import encode, infer
 from ptmkit.model_store import load_model
 from ptmkit.predict import predict_file
 from ptmkit.run import run
+from ptmkit.sitetable import SiteTable, window_at
 from ptmkit.trackers import MlflowTracker
 from ptmkit.train import epoch_rows, epoch_size, task_weights
 
@@ -133,6 +134,7 @@ def test_a_recipe_declares_tasks_and_the_filled_recipe_parses_to_itself(two_task
         (lambda d: d["data"].update(source="uniptms:T1"), "either data.source .* or data.tasks"),
         (lambda d: d["data"]["tasks"].update({"macro": d["data"]["tasks"]["KA"]}), "task name 'macro'"),
         (lambda d: d["data"]["tasks"].update({"a/b": d["data"]["tasks"]["KA"]}), "task name 'a/b'"),
+        (lambda d: d["data"]["tasks"].update({"S+T": d["data"]["tasks"]["KA"]}), "task name 'S\\+T'"),
         (lambda d: d["data"].pop("window"), "data.tasks needs data.window"),
         (lambda d: d["data"]["split"].update(file="s.tsv.gz"), "data.tasks.<name>.split_file"),
         (
@@ -182,6 +184,29 @@ def test_each_task_is_split_as_its_source_defines_and_fitted_to_the_common_windo
     assert sb["window"].str.len().eq(9).all() and sb["window"].str[4].eq("S").all()
     assert sb["window"].str[0].eq("-").all() and sb["window"].str[-1].eq("-").all()
     assert info.tasks["SB"].residues == "S" and info.tasks["KA"].ptm == "acetylation"
+
+
+def test_task_residues_are_checked_like_data_residues_and_every_task_needs_all_splits(
+    two_tasks: Path,
+) -> None:
+    raw = _raw(two_tasks)
+    raw["data"]["tasks"]["SB"]["residues"] = "s"  # upper-cased once, at parse time
+    recipe = recipes.parse(raw, build_registry(), path=two_tasks)
+    table, _ = prepare_data(recipe, two_tasks.parent)
+    assert set(table.frame.loc[table.frame["task"] == "SB", "residue"]) == {"S"}
+    raw["data"]["tasks"]["SB"]["source"]["files"] = {"train": "sb_all.csv"}  # no test rows to carve
+    with pytest.raises(
+        PtmkitError, match=r"data.tasks.SB \(sb\): the test split needs both positive and negative"
+    ):
+        prepare_data(recipes.parse(raw, build_registry(), path=two_tasks), two_tasks.parent)
+
+
+def test_a_package_whose_task_reader_is_missing_still_builds_its_model(two_tasks: Path) -> None:
+    raw = _raw(two_tasks)
+    raw["data"]["tasks"]["SB"]["source"]["reader"] = "not_installed_here"
+    recipe = recipes.parse(raw, build_registry(), path=two_tasks, lenient_source=True)
+    assert recipe.tasks == {} and list(recipe.data.tasks or {}) == ["KA", "SB"]
+    assert assemble(recipe, losses=False).graph.tasks == 2
 
 
 # -------------------------------------------------------------------------------------- model
@@ -308,6 +333,38 @@ def test_a_multi_task_run_logs_per_task_metrics_a_table_and_a_package_that_predi
     }
     sb = sites[sites["ptm_type"] == "SB"]
     assert ((sb["score"] >= cuts["SB"]).astype(int) == sb["call"]).all()
+    # SB trained on 7-wide fragments padded to 9: predict scores its residues as training saw
+    # them (masked to 7), which is the score of the padded 7-wide window
+    assert [t.width for t in model.tasks] == [None, 7]
+    padded = SiteTable.from_records(
+        [
+            {
+                "protein_id": "P1",
+                "position": p,
+                "residue": "S",
+                "window": window_at("MKAAWKSTSGWSLLK", p, 7),
+                "label": 0,
+                "task": "SB",
+                "split": "test",
+                "origin": "x:1",
+            }
+            for p in (7, 9, 12)
+        ]
+    ).fit_width(9)
+    names = [t.name for t in model.tasks]
+    want = infer(model.model, encode(model.features, padded, tasks=names)).scores
+    got = p1.loc[p1["ptm_type"] == "SB"].sort_values("position")["score"].to_numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    # the run's data/splits.tsv.gz gives a task its split back (the file holds every task's rows)
+    splits = mlflow.artifacts.download_artifacts(
+        f"runs:/{summary.run_id}/data/splits.tsv.gz", tracking_uri=uri, dst_path=str(tmp_path / "sp")
+    )
+    raw = _raw(two_tasks)
+    raw["data"]["tasks"]["SB"]["split_file"] = splits
+    again, _ = prepare_data(recipes.parse(raw, build_registry(), path=two_tasks), two_tasks.parent)
+    first, _ = prepare_data(recipe, two_tasks.parent)
+    assert again.frame["split"].tolist() == first.frame["split"].tolist()
 
     # evaluate: the run's own test rows of a task give the run's metrics for that task
     result = evaluate_model(
@@ -318,3 +375,17 @@ def test_a_multi_task_run_logs_per_task_metrics_a_table_and_a_package_that_predi
     assert result.report["tuned_mcc"] == pytest.approx(metrics_logged["test/KA/tuned_mcc"], abs=1e-6)
     with pytest.raises(PtmkitError, match="say which one .* is scored as with --task"):
         evaluate_model(model, str(tmp_path / "ka_test.csv"), reader="csv_sites", data_root=tmp_path)
+
+
+def test_the_data_check_of_a_multi_task_recipe_checks_task_by_task(two_tasks: Path) -> None:
+    from ptmkit.datacheck import check_recipe
+
+    raw = _raw(two_tasks)
+    raw["data"]["tasks"]["KA2"] = raw["data"]["tasks"]["KA"]  # the same file as a second task (T1/T2)
+    raw["model"]["nodes"]["heads"]["tasks"] = 3
+    report = check_recipe(recipes.parse(raw, build_registry(), path=two_tasks), data_root=two_tasks.parent)
+    titles = [s.title for s in report.sections]
+    assert any(t.startswith("KA: Duplicate windows") for t in titles)
+    assert any(t.startswith("SB: Duplicate windows") for t in titles)
+    # one task's windows in another task are no duplicate, conflict or leak
+    assert not any("duplicate" in d or "overlap" in d for d in report.defects), report.defects
