@@ -74,17 +74,30 @@ def task_block(names: list[str], raw_tasks: dict) -> str:
     return "data.tasks=" + yaml.safe_dump(out, default_flow_style=True, width=10_000, sort_keys=False).strip()
 
 
-def plan(seeds: list[int], extra: list[str], data_root: Path) -> list[Job]:
+def plan(
+    seeds: list[int],
+    extra: list[str],
+    data_root: Path,
+    *,
+    single_set: list[str] = (),  # type: ignore[assignment]
+    only: list[str] | None = None,
+    multi: bool = True,
+) -> list[Job]:
+    """The jobs: per seed the multi-task model (unless ``multi`` is False) and one single-task
+    model per task (``only``: of these tasks), ``single_set`` overriding the single-task ones."""
     raw = yaml.safe_load(RECIPE.read_text())
     names = list(raw["data"]["tasks"])
     jobs = []
     for seed in seeds:
         common = (f"train.seed={seed}", "tracking.experiment=ptmkit-bench-multitask", *extra)
-        jobs.append(
-            Job(seed, "multi", None, (task_block(names, raw["data"]["tasks"]), *common), str(data_root))
-        )
+        if multi:
+            block = task_block(names, raw["data"]["tasks"])
+            jobs.append(Job(seed, "multi", None, (block, *common), str(data_root)))
         for name in sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else -1):
-            one = (task_block([name], raw["data"]["tasks"]), "model.nodes.heads.tasks=1", *common)
+            if only is not None and name not in only:
+                continue
+            block = task_block([name], raw["data"]["tasks"])
+            one = (block, "model.nodes.heads.tasks=1", *common, *single_set)
             jobs.append(Job(seed, "single", name, one, str(data_root)))
     return jobs
 
@@ -224,8 +237,9 @@ def render(rows: list[dict], meta: dict) -> str:
     lines += [
         "",
         f"The multi-task model is ahead on {wins['mcc']} of {len(tasks)} tasks by MCC and {wins['ap']} of "
-        f"{len(tasks)} by AP (means over seeds). Training windows seen per seed: seven single-task models "
-        f"together {seen['single']:,.0f}, the multi-task model {seen['multi']:,.0f}.",
+        f"{len(tasks)} by AP (means over seeds). Training windows seen per seed: the {len(tasks)} "
+        f"single-task models together {seen['single']:,.0f}, the multi-task model (all its tasks) "
+        f"{seen['multi']:,.0f}.",
         "",
     ]
     return "\n".join(lines)
@@ -236,15 +250,42 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--set", action="append", default=[], help="extra recipe override for every model")
+    p.add_argument("--single-set", action="append", default=[], help="extra override for single-task models")
+    p.add_argument("--tasks", nargs="+", help="single-task models of these tasks only")
+    p.add_argument(
+        "--multi-from",
+        type=Path,
+        help="take the multi-task rows from this earlier output (same seeds and splits) instead of training",
+    )
     p.add_argument("--data-root", type=Path)
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args()
     data_root = resolve_data_root(args.data_root)
     started = time.perf_counter()
     partial = args.out.with_suffix(".partial.json") if args.out else None
-    rows = execute(plan(args.seeds, args.set, data_root), args.workers, partial)
+    jobs = plan(
+        args.seeds,
+        args.set,
+        data_root,
+        single_set=args.single_set,
+        only=args.tasks,
+        multi=args.multi_from is None,
+    )
+    rows = execute(jobs, args.workers, partial)
+    if args.multi_from is not None:
+        earlier = json.loads(args.multi_from.read_text())["rows"]
+        wanted = set(args.tasks or [r["task"] for r in earlier])
+        rows += [
+            r for r in earlier if r["mode"] == "multi" and r["seed"] in args.seeds and r["task"] in wanted
+        ]
     command = "python -m benchmarks.multitask --seeds " + " ".join(map(str, args.seeds))
-    command += "".join(f" --set {s}" for s in args.set)
+    command += "".join(f" --set {s}" for s in args.set) + "".join(
+        f" --single-set {s}" for s in args.single_set
+    )
+    if args.tasks:
+        command += " --tasks " + " ".join(args.tasks)
+    if args.multi_from is not None:
+        command += f" --multi-from {args.multi_from}"
     meta = {
         "command": command,
         "machine": f"{tracking.cpu_name()}, {args.workers} workers x 1 torch thread",
