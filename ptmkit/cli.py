@@ -112,8 +112,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(render(metrics_table(summary)))
     print(f"sensitivity at 95% specificity: {summary.test['sen_at_spec95']:.3f}")
     note = small_validation_note(*summary.counts["valid"])
-    if note:
+    if note and not summary.tasks:
         print(f"warning: {note}", file=sys.stderr)
+    for task, split_counts in summary.task_counts.items():  # each task's thresholds are its own
+        note = small_validation_note(*split_counts["valid"])
+        if note:
+            print(f"warning: task {task}: {note}", file=sys.stderr)
     from .mlflow_ui import experiment_url
 
     print(f"\nMLflow run {summary.run_id} in experiment {summary.experiment!r} at {summary.store}")

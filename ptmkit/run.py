@@ -71,6 +71,8 @@ class RunSummary:
     train_windows: frozenset[str] = frozenset()
     #: a multi-task run's tasks (``test`` then also holds ``<task>/<metric>`` and ``macro/<metric>``)
     tasks: list[str] = field(default_factory=list)
+    #: per task, its (positives, negatives) per split, as ``counts``
+    task_counts: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -470,6 +472,7 @@ def run(
         test_rows=evaluation.test_rows,
         train_windows=frozenset(s.table.frame.loc[s.table.frame["split"] != "test", "window"]),
         tasks=list(recipe.tasks),
+        task_counts={t: counts(s.table.subset(s.table.frame["task"].to_numpy() == t)) for t in recipe.tasks},
     )
 
 

@@ -389,3 +389,18 @@ def test_the_data_check_of_a_multi_task_recipe_checks_task_by_task(two_tasks: Pa
     assert any(t.startswith("SB: Duplicate windows") for t in titles)
     # one task's windows in another task are no duplicate, conflict or leak
     assert not any("duplicate" in d or "overlap" in d for d in report.defects), report.defects
+
+
+def test_ptmkit_run_prints_a_row_per_task_and_warns_per_task_on_small_validation(
+    two_tasks: Path, capsys
+) -> None:  # noqa: ANN001
+    from ptmkit import cli
+
+    assert cli.main(["run", str(two_tasks), "--quiet", "--set", "train.epochs=2"]) == 0
+    out, err = capsys.readouterr()
+    for row in ("KA (its validation-max-MCC threshold)", "SB (its validation-max-MCC threshold)"):
+        assert row in out
+    assert "mean over tasks (macro)" in out and "all rows pooled" in out
+    # each task's threshold is chosen on its own validation rows: the warning names the task
+    assert "warning: task KA: the validation split is small" in err
+    assert "warning: task SB: the validation split is small" in err
