@@ -154,10 +154,9 @@ def execute(jobs: list[Job], workers: int, partial: Path | None = None) -> list[
 
 
 def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    if len(values) < 2:
+        return f"{values[0]:.3f}" if values else "-"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def references() -> dict[str, dict[str, float]]:
@@ -176,7 +175,7 @@ def references() -> dict[str, dict[str, float]]:
             best = out.setdefault(dataset, {})
             if mcc > best.get("floor_mcc", -1):
                 best.update(floor_mcc=mcc, floor_ap=ap)
-    for dataset in out | {n: {} for n in ("T1", "T2", "H1", "K1", "K2", "C1", "C2")}:
+    for dataset in ("T1", "T2", "H1", "K1", "K2", "C1", "C2"):
         paper = catalog.get(f"uniptms:{dataset}").paper() or {}
         results = paper.get("reference", {})
         for model, key in (("UniPTMs", "uniptms"), ("UniPTMs-mini", "mini")):

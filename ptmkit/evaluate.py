@@ -44,10 +44,7 @@ class Evaluation:
     @property
     def thresholds(self) -> dict[str, float]:
         """The cut-offs in force: the model's, or its scored task's."""
-        return self.model.tasks[self.model_task_index()].thresholds if self.task else self.model.thresholds
-
-    def model_task_index(self) -> int:
-        return [t.name for t in self.model.tasks].index(self.task) if self.task else 0
+        return self.model.task(self.task).thresholds if self.task else self.model.thresholds
 
     @property
     def counts(self) -> dict[str, int]:
@@ -253,9 +250,7 @@ def load_labelled(
     split_from = None
     registry = get_registry()
     task_name = model_task(model, source, task)
-    residues = (
-        model.tasks[[t.name for t in model.tasks].index(task_name)].residues if task_name else model.residues
-    )
+    residues = model.task(task_name).residues if task_name else model.residues
     if catalog.is_catalog_name(source):
         if reader or options:
             raise PtmkitError("--reader/--option apply to files; a dataset preset brings its own reader")
@@ -347,11 +342,11 @@ def evaluate_model(
     labels = table.labels
     names = [t.name for t in model.tasks] if task_name else None
     scores = infer(model.model, encode(model.features, table, tasks=names, progress=progress)).scores
-    result = Evaluation(model, source, reader_name, split, table, scores, {}, dropped, split_from, task_name)
-    thresholds = result.thresholds
+    thresholds = model.task(task_name).thresholds if task_name else model.thresholds
     report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])
     if DEFAULT_RULE in thresholds:
         at95 = metrics.at_threshold(labels, scores, thresholds[DEFAULT_RULE])
         report.update({f"spec95_{k}": at95[k] for k in ("acc", "sen", "spec", "mcc")})
-    result.report = report
-    return result
+    return Evaluation(
+        model, source, reader_name, split, table, scores, report, dropped, split_from, task_name
+    )

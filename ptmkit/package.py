@@ -14,6 +14,7 @@ recipe through the plugin registry (which only knows installed plugins).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -283,9 +284,10 @@ class LoadedModel:
     def thresholds(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.meta["thresholds"].items()}
 
-    @property
+    @functools.cached_property
     def tasks(self) -> list[ModelTask]:
-        """The model's tasks in output order; a one-task model has one, named by its PTM."""
+        """The model's tasks in output order; a one-task model has one, named by its PTM (read
+        from ``meta`` once: predict asks for them per batch)."""
         if "tasks" in self.meta:
             return [
                 ModelTask(
@@ -298,6 +300,10 @@ class LoadedModel:
                 for t in self.meta["tasks"]
             ]
         return [ModelTask(self.ptm, self.ptm, self.residues, self.thresholds)]
+
+    def task(self, name: str) -> ModelTask:
+        """The task called ``name`` (see :attr:`tasks`)."""
+        return next(t for t in self.tasks if t.name == name)
 
     @property
     def multitask(self) -> bool:

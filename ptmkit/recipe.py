@@ -13,7 +13,7 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -847,8 +847,6 @@ def _parse_tasks(
 ) -> dict[str, SourceUse | None]:
     """Each task's source, resolved as ``data.source`` would be, and named after its task
     (``lenient``: a source that does not resolve here is None, as for a packaged model's)."""
-    import dataclasses
-
     out: dict[str, SourceUse | None] = {}
     for name, task in (data.tasks or {}).items():
         prefix: Key = ("data", "tasks", name)
@@ -870,7 +868,7 @@ def _parse_tasks(
                 raise
             out[name] = None
             continue
-        out[name] = dataclasses.replace(use, task=name, residues=residues or use.residues)
+        out[name] = replace(use, task=name, residues=residues or use.residues)
     return out
 
 

@@ -129,6 +129,11 @@ def counts(table: SiteTable) -> dict[str, tuple[int, int]]:
     return out
 
 
+def counts_by_task(table: SiteTable, tasks: list[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """``counts`` of each task's rows (a multi-task table)."""
+    return {t: counts(table.subset(table.frame["task"].to_numpy() == t)) for t in tasks}
+
+
 def split_rows(table: SiteTable, encoded: Encoded, name: str) -> Encoded:
     """The rows of split ``name`` of a table encoded as a whole."""
     return encoded.rows(torch.from_numpy(np.nonzero(table.frame["split"].to_numpy() == name)[0]))
@@ -180,9 +185,8 @@ def record_inputs(s: Setup, tracker: Tracker, work: Path) -> dict[str, tuple[int
         tracker.log_params({f"data.n_{name}_pos": pos, f"data.n_{name}_neg": neg})
     if recipe.tasks:
         tracker.set_tags({"ptmkit.tasks": ",".join(recipe.tasks)})
-        for task in recipe.tasks:
-            rows = table.subset(table.frame["task"].to_numpy() == task)
-            for name, (pos, neg) in counts(rows).items():
+        for task, task_counts in counts_by_task(table, list(recipe.tasks)).items():
+            for name, (pos, neg) in task_counts.items():
                 if name != "unsplit":
                     tracker.log_params(
                         {f"data.tasks.{task}.n_{name}_pos": pos, f"data.tasks.{task}.n_{name}_neg": neg}
@@ -472,7 +476,7 @@ def run(
         test_rows=evaluation.test_rows,
         train_windows=frozenset(s.table.frame.loc[s.table.frame["split"] != "test", "window"]),
         tasks=list(recipe.tasks),
-        task_counts={t: counts(s.table.subset(s.table.frame["task"].to_numpy() == t)) for t in recipe.tasks},
+        task_counts=counts_by_task(s.table, list(recipe.tasks)),
     )
 
 

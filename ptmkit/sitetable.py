@@ -98,17 +98,14 @@ class SiteTable:
     def fit_width(self, width: int) -> SiteTable:
         """Windows of ``width``: centre-cropped when wider, centred and padded with ``-`` when
         narrower (so tasks with fragments of different widths share one table)."""
-        current = self.width
-        if width >= current or not len(self):
-            if width % 2 == 0 or width < 1:
-                raise ValueError(f"window width must be odd and positive, got {width}")
-            if width == current or not len(self):
-                return self
-            pad = PAD * ((width - current) // 2)
-            frame = self.frame.copy()
-            frame["window"] = pad + frame["window"] + pad
-            return SiteTable(frame, self.proteins, self.meta)
-        return self.crop(width)
+        if width % 2 == 0 or width < 1:
+            raise ValueError(f"window width must be odd and positive, got {width}")
+        if width <= self.width or not len(self):
+            return self.crop(width)
+        pad = PAD * ((width - self.width) // 2)
+        frame = self.frame.copy()
+        frame["window"] = pad + frame["window"] + pad
+        return SiteTable(frame, self.proteins, self.meta)
 
     def digest(self) -> str:
         """sha256 over the rows that matter for learning: a run's data fingerprint."""

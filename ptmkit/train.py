@@ -420,6 +420,8 @@ def fit(
     balance_labels = train.labels if cfg.balance else None
     balance_tasks = train.task if tasks and cfg.task_balance else None
     weights = task_weights(cfg, train.task, len(tasks)) if tasks and train.task is not None else None
+    if weights is not None:
+        weights = weights.to(device)
     windows_per_epoch = epoch_size(len(train), cfg.epoch_windows, balance_labels, balance_tasks)
     per_epoch = steps_per_epoch(windows_per_epoch, cfg.batch_size)
     planned = planned_epochs(cfg, windows_per_epoch)
@@ -458,7 +460,7 @@ def fit(
             if cfg.precision != "fp32":  # losses (logsumexp, temperatures) in fp32, outside autocast
                 outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
             if weights is not None:  # the loss plugins weight each row by its task (row_weight)
-                outputs["row_weight"] = weights.to(device)[batch.task]
+                outputs["row_weight"] = weights[batch.task]
             loss = combined_loss(losses, outputs, batch.labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
