@@ -12,6 +12,11 @@ Without ``--model`` the quickstart recipe (H1, histidine) is trained briefly int
 MLflow store first (``--epochs``, one thread). Run from the repository root::
 
     PTMKIT_DATA=../shared/data python benchmarks/predict_proteome.py --proteins 5000 20000 --runs 3
+
+With several ``--model`` refs the runs are interleaved (A, B, A, B, ...) on the same proteome and
+each model's median sites/s is also given as a ratio to the first model's (a window-mode and a
+protein-mode model of one trunk: ``--model WINDOW_RUN PROTEIN_RUN``); ``--fasta`` scans a given
+file instead of a synthetic proteome.
 """
 
 from __future__ import annotations
@@ -64,6 +69,27 @@ def write_proteome(path: Path, n: int, seed: int = 0, median: int = 400, sigma: 
     }
 
 
+def fasta_stats(path: Path) -> dict:
+    """Proteins, residues, median and longest length of a FASTA file."""
+    lengths, current = [], None
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(">"):
+                if current is not None:
+                    lengths.append(current)
+                current = 0
+            elif current is not None:
+                current += len(line.strip())
+    if current is not None:
+        lengths.append(current)
+    return {
+        "proteins": len(lengths),
+        "residues": int(sum(lengths)),
+        "median_length": float(np.median(lengths)) if lengths else 0.0,
+        "max_length": max(lengths, default=0),
+    }
+
+
 def train_model(work: Path, epochs: int) -> str:
     """Train the quickstart briefly into ``work/mlflow.db``; return the run id."""
     cmd = [
@@ -107,7 +133,10 @@ def scan_once(model: str, fasta: Path, output: Path, work: Path, threads: int, b
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="model to scan with (default: train the quickstart briefly)")
+    ap.add_argument(
+        "--model", nargs="+", help="model(s) to scan with (default: train the quickstart briefly)"
+    )
+    ap.add_argument("--fasta", type=Path, help="scan this FASTA instead of synthetic proteomes")
     ap.add_argument("--proteins", type=int, nargs="+", default=[5000], help="proteome sizes")
     ap.add_argument("--runs", type=int, default=3, help="runs per size (median reported)")
     ap.add_argument("--threads", type=int, default=1)
@@ -118,25 +147,35 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ptmkit-bench-") as tmp:
         work = Path(tmp)
-        model = args.model or train_model(work, args.epochs)
+        models = args.model or [train_model(work, args.epochs)]
         results = []
-        for n in args.proteins:
-            fasta = work / f"proteome-{n}.fasta"
-            stats = write_proteome(fasta, n)
-            runs = [scan_once(model, fasta, work / f"sites-{n}.tsv", work, args.threads, args.batch_size)]
-            for _ in range(args.runs - 1):
-                runs.append(
-                    scan_once(model, fasta, work / f"sites-{n}.tsv", work, args.threads, args.batch_size)
+        inputs = [("given", args.fasta.resolve())] if args.fasta else []
+        for n in [] if args.fasta else args.proteins:
+            inputs.append((n, work / f"proteome-{n}.fasta"))
+            write_proteome(inputs[-1][1], n)
+        for _, fasta in inputs:
+            stats = fasta_stats(fasta)
+            runs: dict[str, list[dict]] = {m: [] for m in models}
+            for _ in range(args.runs):  # interleaved, so drift hits every model alike
+                for m in models:
+                    out = work / f"sites-{len(results)}.tsv"
+                    runs[m].append(scan_once(m, fasta, out, work, args.threads, args.batch_size))
+            first = None
+            for m in models:
+                median = {k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]}
+                first = first or median
+                ratio = median["sites_per_s"] / first["sites_per_s"]
+                results.append(
+                    {**stats, "model": m, "runs": runs[m], "median": median, "ratio_to_first": ratio}
                 )
-            median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            results.append({**stats, "runs": runs, "median": median})
-            print(
-                f"{n} proteins ({stats['residues']:,} residues, median length {stats['median_length']:.0f}): "
-                f"{median['sites']:,.0f} sites, {median['sites_per_s']:,.0f} sites/s, "
-                f"{median['proteins_per_s']:,.0f} proteins/s, wall {median['wall_seconds']:.1f} s, "
-                f"peak RSS {median['peak_rss_mb']:.0f} MB (median of {len(runs)})",
-                flush=True,
-            )
+                print(
+                    f"{fasta.name} ({stats['proteins']:,} proteins, {stats['residues']:,} residues, median "
+                    f"length {stats['median_length']:.0f}), model {m}: {median['sites']:,.0f} sites, "
+                    f"{median['sites_per_s']:,.0f} sites/s ({ratio:.2f}x the first model), "
+                    f"{median['proteins_per_s']:,.0f} proteins/s, wall {median['wall_seconds']:.1f} s, "
+                    f"peak RSS {median['peak_rss_mb']:.0f} MB (median of {len(runs[m])})",
+                    flush=True,
+                )
     command = "python " + " ".join(
         shlex.quote(a) for a in [str(Path(__file__).relative_to(ROOT)), *sys.argv[1:]]
     )
@@ -144,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{cpu_name()}, {os.cpu_count()} cores, torch threads {args.threads}, "
         f"Python {platform.python_version()}"
     )
-    model_name = args.model or f"quickstart, {args.epochs} epochs"
+    model_name = ", ".join(args.model) if args.model else f"quickstart, {args.epochs} epochs"
     print(f"\ncommand: {command}\nmachine: {machine}\nmodel: {model_name}")
     if args.json:
         write_text(

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def step(i: int) -> tuple[float, float]:
         index = order[(i * args.batch) % len(train) :][: args.batch]
-        feats, mask, labels, _ = train.batch(index, cpu)
+        feats, mask, labels, *_ = train.batch(index, cpu)
         t0 = time.perf_counter()
         loss = combined_loss(losses, model(feats, mask), labels)
         t1 = time.perf_counter()

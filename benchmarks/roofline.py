@@ -88,7 +88,7 @@ def step_benchmark(
     cpu = torch.device("cpu")
     model.train()
     index = torch.arange(batch)
-    feats, mask, labels, _ = train.batch(index, cpu)
+    feats, mask, labels, *_ = train.batch(index, cpu)
 
     forward = model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from .hooks import get_registry
 from .plugin_api import ReadContext
 from .sitetable import PROTEIN_IDS, SiteTable
 from .splits import apply_split_file, assign_splits, dedupe_splits, warn_label_conflicts
+from .units import windowed_tasks
 
 if TYPE_CHECKING:
     from .catalog import Dataset
@@ -212,11 +214,34 @@ def prepare_data(recipe: Recipe, data_root: Path) -> tuple[SiteTable, DatasetInf
         names = ", ".join(infos)
         ptms = ", ".join(sorted({i.ptm for i in infos.values()}))
         info = DatasetInfo(name=f"tasks:{names}", ptm=ptms, residues=residues, window=table.width)
-        return table, replace(info, tasks=infos)
+        return _check_units(recipe, table), replace(info, tasks=infos)
     if recipe.source is None:
         raise PtmkitError(f"recipe {recipe.name!r} has no resolved source (use ptmkit.recipe.parse)")
     split_file = (recipe.base_dir / data.split.file).resolve() if data.split.file else None
-    return _prepare_source(recipe.source, recipe, data_root, data.residues, split_file, fit=False)
+    table, info = _prepare_source(recipe.source, recipe, data_root, data.residues, split_file, fit=False)
+    return _check_units(recipe, table), info
+
+
+def _check_units(recipe: Recipe, table: SiteTable) -> SiteTable:
+    """Protein mode needs whole proteins: refused when no row has one; a task of fragments stays
+    on its windows (said as a warning)."""
+    if recipe.data.units is None:
+        return table
+    windowed = windowed_tasks(table)
+    names = list(recipe.tasks) or [recipe.source.name if recipe.source else "the source"]
+    if len(windowed) == len(table.frame["task"].unique()):
+        raise PtmkitError(
+            f"data.unit: protein runs the model on whole proteins, but {', '.join(names)} hold(s) "
+            "fragments only (no protein sequences with site positions); use data.unit: window, or a "
+            "source of whole proteins (e.g. the protein_sites or musite_fasta readers)"
+        )
+    if windowed:
+        warnings.warn(
+            f"data.unit: protein: task(s) {', '.join(map(str, windowed))} hold fragments, not whole "
+            "proteins: they are read from their own windows (in training and in predict)",
+            stacklevel=2,
+        )
+    return table
 
 
 def _prepare_source(

@@ -50,10 +50,16 @@ class MeanProbability(nn.Module):
         self.inputs = inputs
 
     def forward(
-        self, features: dict[str, torch.Tensor], mask: torch.Tensor, task: torch.Tensor | None = None
+        self,
+        features: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        task: torch.Tensor | None = None,
+        sites: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         probs = [
-            torch.sigmoid(member({own: features[key] for own, key in names.items()}, mask, task)["logits"])
+            torch.sigmoid(
+                member({own: features[key] for own, key in names.items()}, mask, task, sites)["logits"]
+            )
             for member, names in zip(self.members, self.inputs, strict=True)
         ]
         return {"logits": torch.logit(torch.stack(probs).mean(dim=0), eps=EPS)}
@@ -93,6 +99,12 @@ def check_compatible(members: list[LoadedModel]) -> None:
         raise PtmkitError(
             f"model {multi[0]} is a multi-task model; ensembles of multi-task models (thresholds per "
             "task on a shared validation split) are not supported yet"
+        )
+    whole = [m.ref for m in members if m.recipe.data.units is not None]
+    if whole:
+        raise PtmkitError(
+            f"model {whole[0]} runs on whole proteins (data.unit: protein); an ensemble averages "
+            "window models in one pass, so protein-mode members are not supported yet"
         )
     for m in members[1:]:
         for what, a, b in (

@@ -341,7 +341,9 @@ def evaluate_model(
     )
     labels = table.labels
     names = [t.name for t in model.tasks] if task_name else None
-    scores = infer(model.model, encode(model.features, table, tasks=names, progress=progress)).scores
+    units = model.recipe.data.units  # a protein-mode model reads its rows from protein units
+    encoded = encode(model.features, table, tasks=names, progress=progress, protein=units)
+    scores = infer(model.model, encoded).scores
     thresholds = model.task(task_name).thresholds if task_name else model.thresholds
     report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])
     if DEFAULT_RULE in thresholds:

@@ -182,6 +182,7 @@ class ModelGraph(nn.Module):
             )
         self.inputs = {name: list(nodes[name].inputs) for name in self.order}
         self.dims: dict[str, int] = {f: d for f, d in feature_dims.items() if f in needed}
+        self.feature_dims = dict(self.dims)
         self.blocks = nn.ModuleDict()
         for name in self.order:
             use = nodes[name]
@@ -233,12 +234,66 @@ class ModelGraph(nn.Module):
                 f"per row, but the recipe has {what}; set its {hint}"
             )
             raise GraphError(_at(where, _node_key(self.output), problem))
+        if recipe.data.unit == "protein" and not self.per_residue():
+            problem = (
+                f"{nodes[self.output].where}: data.unit: protein scores every residue of a protein in one "
+                f"pass, but the output node {self.output!r} gives one vector per protein; give it a "
+                "per-residue output [P, L, tasks] (e.g. pool: none on mlp_head / task_heads)"
+            )
+            raise GraphError(_at(where, _node_key(self.output), problem))
+
+    @torch.no_grad()
+    def per_residue(self) -> bool:
+        """Whether the output node scores every residue ([B, L, T]), found by one pass over two
+        9-residue inputs of zeros (the graph's mode restored after)."""
+        was = self.training
+        self.eval()
+        try:
+            features = {f: torch.zeros(2, 9, d) for f, d in self.feature_dims.items()}
+            values = self._run(features, torch.ones(2, 9, dtype=torch.bool), None)
+        finally:
+            self.train(was)
+        return values[self.output].dim() == 3
 
     def forward(
-        self, features: dict[str, torch.Tensor], mask: torch.Tensor, task: torch.Tensor | None = None
+        self,
+        features: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        task: torch.Tensor | None = None,
+        sites: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every node's outputs, plus ``logits``: [N] (one output, or each row's own task's logit
-        when ``task``, long [N], is given for an [N, T] output; all T are ``task_logits``)."""
+        when ``task``, long [N], is given for an [N, T] output; all T are ``task_logits``).
+
+        A per-residue output node ([B, L, T], e.g. a head with ``pool: none``) is read at each
+        row's residue: ``sites`` (long [N, 2]: unit in the batch, column; protein mode), else the
+        centre of each window. Its other outputs (e.g. ``embedding``) are read there too, so the
+        losses see one vector per row in both modes."""
+        values = self._run(features, mask, task)
+        if values[self.output].dim() == 3:  # per residue: read each row's residue
+            for key in [k for k in values if k.startswith(f"{self.output}.")] + [self.output]:
+                tensor = values[key]
+                if tensor.dim() == 3:
+                    values[key] = (
+                        tensor[:, tensor.shape[1] // 2] if sites is None else tensor[sites[:, 0], sites[:, 1]]
+                    )
+        elif sites is not None:
+            raise GraphError(
+                f"data.unit: protein scores every residue of a protein in one pass, but the output node "
+                f"{self.output!r} gives one vector per unit ({tuple(values[self.output].shape)}); give it a "
+                "per-residue output [B, L, tasks] (e.g. pool: none on mlp_head / task_heads)"
+            )
+        logits = values[self.output]
+        if task is not None and logits.dim() == 2 and logits.shape[-1] > 1:
+            values["task_logits"] = logits
+            values["logits"] = logits.gather(1, task.unsqueeze(1)).squeeze(1)
+        else:
+            values["logits"] = logits.squeeze(-1) if logits.dim() == 2 and logits.shape[-1] == 1 else logits
+        return values
+
+    def _run(
+        self, features: dict[str, torch.Tensor], mask: torch.Tensor, task: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = dict(features)
         values["mask"] = mask
         if task is not None:
@@ -250,12 +305,6 @@ class ModelGraph(nn.Module):
             for out, tensor in result.items():
                 values[f"{name}.{out}"] = tensor
             values[name] = result["out"]
-        logits = values[self.output]
-        if task is not None and logits.dim() == 2 and logits.shape[-1] > 1:
-            values["task_logits"] = logits
-            values["logits"] = logits.gather(1, task.unsqueeze(1)).squeeze(1)
-        else:
-            values["logits"] = logits.squeeze(-1) if logits.dim() == 2 and logits.shape[-1] == 1 else logits
         return values
 
     def describe(self) -> list[tuple[str, str, list[str], int]]:

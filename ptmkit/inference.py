@@ -7,17 +7,23 @@ whichever command scores it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .errors import PtmkitError
 from .featurize import encode_all, padding_mask
 from .graph import ModelGraph
 from .plugin_api import Feature, Loss
 from .sitetable import SiteTable
+from .units import plan_units
+
+if TYPE_CHECKING:
+    from .recipe import ProteinSection
 
 #: Rows per forward pass when the caller does not say (what training always used).
 BATCH_SIZE = 512
@@ -31,6 +37,27 @@ class Batch(NamedTuple):
     labels: torch.Tensor | None
     #: long [N], each row's task index (a multi-task model; None for one task)
     task: torch.Tensor | None = None
+    #: long [N, 2], each row's (unit in the batch, column) in protein mode; None: row i is unit i
+    #: and a per-residue output is read at its centre
+    sites: torch.Tensor | None = None
+
+
+class Rows(Protocol):
+    """What training and scoring need of encoded rows: window rows (:class:`Encoded`) and rows on
+    protein units (:class:`UnitEncoded`) both provide it."""
+
+    labels: torch.Tensor | None
+    task: torch.Tensor | None
+
+    def __len__(self) -> int: ...
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> Batch: ...
+
+    def rows(self, index: torch.Tensor) -> Rows: ...
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]: ...
 
 
 @dataclass
@@ -69,6 +96,16 @@ class Encoded:
         task = None if self.task is None else self.task[index]
         return Encoded(self.features, self.mask[index], labels, self._rows_of(index), task)
 
+    def batches(
+        self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """``order`` in slices of ``batch_size`` rows. With ``generator`` (training; the order is
+        already drawn) a last slice of one row is dropped when there are others: a batch of one
+        breaks batch statistics."""
+        out = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        training = generator is not None
+        return out[:-1] if training and len(out) > 1 and len(out[-1]) < 2 else out
+
     @classmethod
     def of(
         cls, table: SiteTable, tensors: dict[str, torch.Tensor], tasks: list[str] | None = None
@@ -95,12 +132,128 @@ def task_index(table: SiteTable, tasks: list[str] | None) -> torch.Tensor | None
     return torch.tensor(names.map(order).to_numpy(dtype="int64"))
 
 
+@dataclass
+class UnitEncoded:
+    """Rows scored on protein units (``ptmkit.units``): per length bucket, feature tensors
+    [U, W, D] and a padding mask [U, W]; per row, its bucket, unit and column, label and task.
+    Like :class:`Encoded`, a split is a view sharing the buckets' tensors; a batch holds whole
+    units and reads each of its rows at its column."""
+
+    features: list[dict[str, torch.Tensor]]
+    masks: list[torch.Tensor]
+    bucket: torch.Tensor
+    unit: torch.Tensor
+    column: torch.Tensor
+    labels: torch.Tensor | None = None
+    task: torch.Tensor | None = None
+    #: padded residues per batch
+    batch_residues: int = 4096
+    _widths: list[int] = field(init=False, default_factory=list)
+    _stride: int = field(init=False, default=1)
+
+    def __post_init__(self) -> None:
+        self._widths = [int(m.shape[1]) for m in self.masks]
+        self._stride = max((len(m) for m in self.masks), default=0) + 1  # (bucket, unit) -> one key
+
+    def __len__(self) -> int:
+        return len(self.bucket)
+
+    def _keys(self, index: torch.Tensor) -> torch.Tensor:
+        return self.bucket[index] * self._stride + self.unit[index]
+
+    def rows(self, index: torch.Tensor) -> UnitEncoded:
+        labels = None if self.labels is None else self.labels[index]
+        task = None if self.task is None else self.task[index]
+        return UnitEncoded(
+            self.features,
+            self.masks,
+            self.bucket[index],
+            self.unit[index],
+            self.column[index],
+            labels,
+            task,
+            self.batch_residues,
+        )
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> Batch:
+        """The units holding rows ``index`` (padded to the widest of them), and each row's (unit
+        in the batch, column) as ``sites``; labels and tasks in the order of ``index``."""
+        keys, inverse = torch.unique(self._keys(index), return_inverse=True)  # sorted: buckets contiguous
+        buckets, units = keys // self._stride, keys % self._stride
+        present = buckets.unique().tolist()
+        width = max(self._widths[b] for b in present)
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.features[present[0]]}
+        masks = []
+        for b in present:
+            mine = units[buckets == b]
+            pad = width - self._widths[b]
+            for name, tensor in self.features[b].items():
+                parts[name].append(F.pad(tensor[mine], (0, 0, 0, pad)) if pad else tensor[mine])
+            mask = self.masks[b][mine]
+            masks.append(F.pad(mask, (0, pad), value=False) if pad else mask)
+        features = {name: torch.cat(p).to(device) for name, p in parts.items()}
+        sites = torch.stack([inverse, self.column[index]], dim=1).to(device)
+        labels = None if self.labels is None else self.labels[index].to(device)
+        task = None if self.task is None else self.task[index].to(device)
+        return Batch(features, torch.cat(masks).to(device), labels, task, sites)
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """The rows of ``order`` grouped by unit, the units of one bucket batched up to
+        ``batch_residues`` padded residues (``batch_size`` counts windows: it does not apply).
+        With ``generator`` the batches come in random order (training), else bucket by bucket."""
+        del batch_size
+        if not len(order):
+            return []
+        keys = self._keys(order).numpy()
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))  # units by first appearance
+        bucket = uniq // self._stride
+        by = np.lexsort((rank, bucket))  # units by bucket, then by first appearance
+        within = np.arange(len(by)) - np.searchsorted(bucket[by], bucket[by], side="left")
+        per_batch = np.array([max(1, self.batch_residues // w) for w in self._widths])
+        group = np.empty(len(uniq), dtype=np.int64)
+        group[by] = bucket[by] * (len(uniq) + 1) + within // per_batch[bucket[by]]
+        of_row = group[inverse]
+        sort = np.argsort(of_row, kind="stable")  # rows keep their order within a batch
+        cuts = np.nonzero(np.diff(of_row[sort]))[0] + 1
+        out = [order[torch.from_numpy(part)] for part in np.split(sort, cuts)]
+        if generator is not None:
+            out = [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
+        return out
+
+
 def encode(
-    features: dict[str, Feature], table: SiteTable, *, tasks: list[str] | None = None, progress: bool = False
-) -> Encoded:
-    """Encode every row of ``table`` with every feature (shapes checked) into :class:`Encoded`;
-    ``tasks``: the model's task order, for a multi-task model."""
-    return Encoded.of(table, encode_all(features, table, progress=progress), tasks)
+    features: dict[str, Feature],
+    table: SiteTable,
+    *,
+    tasks: list[str] | None = None,
+    progress: bool = False,
+    protein: ProteinSection | None = None,
+    windowed: np.ndarray | None = None,
+) -> Encoded | UnitEncoded:
+    """Encode every row of ``table`` with every feature (shapes checked); ``tasks``: the model's
+    task order, for a multi-task model. ``protein`` (``data.protein`` of a protein-mode recipe):
+    on protein units instead of windows (``windowed``: rows that stay their own window, e.g. the
+    rows of tasks trained on fragments), each bucket of units encoded as windows are."""
+    if protein is None:
+        return Encoded.of(table, encode_all(features, table, progress=progress), tasks)
+    plan = plan_units(table, protein.chunk, protein.overlap, windowed)
+    bar = tqdm(plan.tables, desc="features (protein units)", unit="bucket", disable=not progress, leave=False)
+    feats = [encode_all(features, units, progress=False) for units in bar]
+    masks = [padding_mask(units) for units in plan.tables]
+    return UnitEncoded(
+        feats,
+        masks,
+        torch.from_numpy(plan.bucket),
+        torch.from_numpy(plan.unit),
+        torch.from_numpy(plan.column),
+        torch.tensor(table.labels, dtype=torch.float32),
+        task_index(table, tasks),
+        protein.batch_residues,
+    )
 
 
 @dataclass
@@ -117,7 +270,7 @@ def combined_loss(losses: list[tuple[float, Loss]], outputs: dict, labels: torch
 @torch.no_grad()
 def infer(
     model: ModelGraph,
-    rows: Encoded,
+    rows: Rows,
     *,
     device: torch.device | str | None = None,
     batch_size: int = BATCH_SIZE,
@@ -129,13 +282,17 @@ def infer(
         device = next(model.parameters(), torch.empty(0)).device
     device = torch.device(device)
     model.eval()
-    scores, total = [], 0.0
-    for start in range(0, len(rows), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(rows)))
+    total = 0.0
+    out: torch.Tensor | None = None
+    everything = torch.arange(len(rows))
+    for index in rows.batches(everything, batch_size):
         batch = rows.batch(index, device)
-        outputs = model(batch.features, batch.mask, batch.task)
-        scores.append(torch.sigmoid(outputs["logits"]).float().cpu())
+        outputs = model(batch.features, batch.mask, batch.task, batch.sites)
+        scores = torch.sigmoid(outputs["logits"]).float().cpu()
+        if out is None:
+            out = torch.empty((len(rows), *scores.shape[1:]), dtype=torch.float32)
+        out[index] = scores
         if losses and batch.labels is not None:
             total += float(combined_loss(losses, outputs, batch.labels)) * len(index)
-    out = torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
-    return Inference(out, total / max(len(rows), 1) if losses else None)
+    scored = out.numpy() if out is not None else np.zeros(0, dtype=np.float32)
+    return Inference(scored, total / max(len(rows), 1) if losses else None)

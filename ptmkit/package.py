@@ -236,11 +236,21 @@ class ModelTask:
     #: the task's own window width when narrower than the model's (its fragments were centred
     #: and padded in training; predict masks its windows to this width); None: the model's
     width: int | None = None
+    #: a protein-mode model's task trained on fragments: predict scores it on its own windows,
+    #: as it was trained, not on whole-protein units
+    windowed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         cuts = {"default": float(FIXED_RULE), **self.thresholds}
-        out = {"name": self.name, "ptm": self.ptm, "residues": self.residues, "thresholds": cuts}
-        return {**out, "width": self.width} if self.width is not None else out
+        out: dict[str, Any] = {
+            "name": self.name,
+            "ptm": self.ptm,
+            "residues": self.residues,
+            "thresholds": cuts,
+        }
+        if self.width is not None:
+            out["width"] = self.width
+        return {**out, "windowed": True} if self.windowed else out
 
     def threshold(self, rule: str, ref: str = "") -> float:
         """The cut-off of a named rule (``ptmkit.thresholds.RULES``; ``0.5`` is ``default``)."""
@@ -296,6 +306,7 @@ class LoadedModel:
                     str(t["residues"]),
                     {k: float(v) for k, v in t["thresholds"].items()},
                     None if t.get("width") is None else int(t["width"]),
+                    bool(t.get("windowed", False)),
                 )
                 for t in self.meta["tasks"]
             ]

@@ -42,7 +42,7 @@ from .alphabet import NONSTANDARD, PROTEIN_LETTERS, STANDARD
 from .errors import DataError, PtmkitError
 from .fasta import MisplacedMark, iter_records, parse_marks, site_token
 from .featurize import encode_all, padding_mask
-from .inference import Encoded, infer
+from .inference import Encoded, encode, infer
 from .outputs import atomic_open, check_output, check_plot_dir, is_special, write_text
 from .package import LoadedModel
 from .sitetable import COLUMNS as TABLE_COLUMNS
@@ -224,7 +224,8 @@ class Scanner:
         self.batch_size = batch_size
         self.groups: dict[int, list[int]] = {}
         for i, m in enumerate(models):
-            self.groups.setdefault(m.model.window, []).append(i)
+            # a protein-mode model cuts its own units from the proteins: no window to fill
+            self.groups.setdefault(1 if m.model.recipe.data.units else m.model.window, []).append(i)
         self.residues = {
             w: "".join(sorted({r for i in idx for r in models[i].model.residues}))
             for w, idx in self.groups.items()
@@ -281,20 +282,26 @@ class Scanner:
                 if not keep.any():
                     continue
                 rows = None if keep.all() else torch.from_numpy(np.nonzero(keep)[0])
-                tensors = {}
-                for name, feature in model.features.items():
-                    key = model.feature_keys[name]
-                    if key in cache:
-                        self.reused += 1
-                    else:
-                        t0 = time.perf_counter()
-                        cache[key] = encode_all({name: feature}, table, progress=False)[name]
-                        self.encode_seconds += time.perf_counter() - t0
-                        self.encoded += 1
-                    tensors[name] = cache[key]
-                t0 = time.perf_counter()
-                scores = self._score(model, tensors, mask if rows is None else mask[rows], rows)
-                self.model_seconds += time.perf_counter() - t0
+                if model.recipe.data.units is not None:
+                    t0 = time.perf_counter()
+                    scores = self._score_units(model, table.subset(keep))
+                    self.model_seconds += time.perf_counter() - t0
+                    self.encoded += len(model.features)
+                else:
+                    tensors = {}
+                    for name, feature in model.features.items():
+                        key = model.feature_keys[name]
+                        if key in cache:
+                            self.reused += 1
+                        else:
+                            t0 = time.perf_counter()
+                            cache[key] = encode_all({name: feature}, table, progress=False)[name]
+                            self.encode_seconds += time.perf_counter() - t0
+                            self.encoded += 1
+                        tensors[name] = cache[key]
+                    t0 = time.perf_counter()
+                    scores = self._score(model, tensors, mask if rows is None else mask[rows], rows)
+                    self.model_seconds += time.perf_counter() - t0
                 kept = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
                 kept_residues, kept_protein = residues[keep], index[keep]
                 for j, task in enumerate(model.tasks):
@@ -337,6 +344,50 @@ class Scanner:
             scores = scores.reshape(len(scores), -1)
             for j in tasks:
                 out[j] = scores[:, j]
+        return out
+
+    def _score_units(self, model: LoadedModel, rows: SiteTable) -> list[np.ndarray]:
+        """Each task's scores of ``rows`` from a protein-mode model: one pass over the proteins'
+        units scores every task read from whole proteins; a task trained on fragments
+        (``windowed``) is read from its own windows, cut at its width and padded to the model's,
+        as it was trained. (Feature time is counted in model time here: units are encoded per
+        model.)"""
+        units = model.recipe.data.units
+        assert units is not None
+        groups: dict[int | None, list[int]] = {}  # None: protein units; a width: windows of it
+        for j, task in enumerate(model.tasks):
+            groups.setdefault(
+                min(task.width or model.window, model.window) if task.windowed else None, []
+            ).append(j)
+        residues = rows.frame["residue"].to_numpy()
+        parts, windowed, spans = [], [], {}
+        start = 0
+        for width, tasks in groups.items():
+            mine = np.nonzero(np.isin(residues, list({r for j in tasks for r in model.tasks[j].residues})))[0]
+            part = rows.subset(np.isin(np.arange(len(rows)), mine))
+            if width is not None:
+                frame = part.frame.copy()
+                frame["window"] = [
+                    windows_at(rows.proteins[pid], (int(p),), width)[0]
+                    for pid, p in zip(frame["protein_id"], frame["position"], strict=True)
+                ]
+                part = SiteTable(frame, rows.proteins).fit_width(model.window)
+            parts.append(part)
+            windowed.append(np.full(len(part), width is not None))
+            spans[width] = (start, mine)
+            start += len(part)
+        combined = parts[0]
+        for more in parts[1:]:
+            combined = combined.concat(more)
+        encoded = encode(model.features, combined, protein=units, windowed=np.concatenate(windowed))
+        scores = infer(model.model, encoded).scores
+        scores = scores.reshape(len(scores), -1)
+        out: list[np.ndarray] = [np.empty(0)] * len(model.tasks)
+        for width, tasks in groups.items():
+            lo, mine = spans[width]
+            for j in tasks:
+                out[j] = np.full(len(rows), np.nan, dtype=np.float32)
+                out[j][mine] = scores[lo : lo + len(mine), j]
         return out
 
     def _rows(self, eligible: list[tuple[int, Protein]], width: int) -> tuple[SiteTable, np.ndarray]:

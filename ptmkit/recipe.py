@@ -234,6 +234,38 @@ class TaskSection(_Strict):
     )
 
 
+class ProteinSection(_Strict):
+    """How ``data.unit: protein`` cuts and batches proteins (see ptmkit.units)."""
+
+    chunk: int = Field(
+        1021,
+        ge=17,
+        description="longest piece of a protein one pass sees (odd; ESM-2's limit is 1022); longer "
+        "proteins run as overlapping chunks",
+    )
+    overlap: int = Field(
+        128, ge=0, description="residues neighbouring chunks share; a site is scored where it is most central"
+    )
+    batch_residues: int = Field(
+        4096,
+        ge=17,
+        description="padded residues per batch (chunks of one length bucket; ~12 proteins of median "
+        "length), for training and scoring",
+    )
+
+    @model_validator(mode="after")
+    def _odd(self) -> ProteinSection:
+        if self.chunk % 2 == 0:
+            raise ValueError(
+                f"data.protein.chunk must be odd (a piece has a centre residue), got {self.chunk}"
+            )
+        if self.overlap >= self.chunk:
+            raise ValueError(
+                f"data.protein.overlap ({self.overlap}) must be smaller than chunk ({self.chunk})"
+            )
+        return self
+
+
 class DataSection(_Strict):
     source: str | dict[str, Any] | None = Field(
         None,
@@ -252,6 +284,12 @@ class DataSection(_Strict):
     )
     residues: str | None = Field(None, description="keep only sites whose centre residue is one of these")
     split: SplitSection = Field(default_factory=SplitSection)
+    unit: Literal["window", "protein"] = Field(
+        "window",
+        description="what one pass of the model sees: a window per site, or 'protein': whole proteins "
+        "(chunked), every residue scored at once by a per-residue head; fragment rows stay windows",
+    )
+    protein: ProteinSection = Field(default_factory=ProteinSection)
 
     @model_validator(mode="after")
     def _one_source_or_tasks(self) -> DataSection:
@@ -275,7 +313,14 @@ class DataSection(_Strict):
                     "data.split.file holds one source's rows; with data.tasks give each task's saved "
                     "split as data.tasks.<name>.split_file"
                 )
+        if "protein" in self.model_fields_set and self.unit != "protein":
+            raise ValueError("data.protein sets how proteins are chunked: it needs data.unit: protein")
         return self
+
+    @property
+    def units(self) -> ProteinSection | None:
+        """How proteins are cut into units in protein mode; None in window mode."""
+        return self.protein if self.unit == "protein" else None
 
 
 #: Epoch-row keys early stopping may monitor (``ptmkit.train.fit`` logs them every epoch).
@@ -663,6 +708,8 @@ class Recipe:
         for key in ("source", "tasks"):  # a recipe has one or the other
             if data[key] is None:
                 del data[key]
+        if data["unit"] == "window":  # window recipes read (and hash) as before protein mode existed
+            del data["unit"], data["protein"]
         for name, task in self.tasks.items():
             data["tasks"][name]["source"] = task.filled()
         model: dict[str, Any] = {"nodes": {n: use(u, inputs=list(u.inputs)) for n, u in self.nodes.items()}}

@@ -33,6 +33,7 @@ from .recipe import Recipe
 from .sitetable import SiteTable
 from .trackers import MlflowTracker, Tracker
 from .train import Callback, TrainResult, pick_device, seed_everything
+from .units import windowed_tasks
 
 #: Test-set inference is timed this many times; the median is logged.
 INFERENCE_REPEATS = 3
@@ -208,7 +209,9 @@ def fit(
     for feature in assembly.features.values():
         feature.fit(train_rows)
     tasks = list(recipe.tasks)
-    encoded = encode(assembly.features, table, tasks=tasks or None, progress=progress)
+    encoded = encode(
+        assembly.features, table, tasks=tasks or None, progress=progress, protein=recipe.data.units
+    )
     features_seconds = time.perf_counter() - t0
     tracker.log_metrics({"time/features_s": features_seconds})
     train, valid, test = (split_rows(table, encoded, name) for name in SPLITS)
@@ -389,6 +392,7 @@ def task_table(per_task: dict[str, float], tasks: list[str], table: SiteTable) -
 def package(s: Setup, fitted: Fitted, evaluation: Evaluation, tracker: Tracker, work: Path) -> Path:
     """Write the model package (``ptmkit.package``) and hand it to the tracker."""
     tracker.phase("packaging the model")
+    windowed = set(windowed_tasks(s.table)) if s.recipe.data.units else set()
     directory = write_package(
         work / "model",
         model=s.assembly.graph,
@@ -403,7 +407,12 @@ def package(s: Setup, fitted: Fitted, evaluation: Evaluation, tracker: Tracker, 
         run_id=tracker.run_id or None,
         tasks=[
             ModelTask(
-                name, task.ptm, task.residues, cuts, task.window if task.window < s.table.width else None
+                name,
+                task.ptm,
+                task.residues,
+                cuts,
+                task.window if task.window < s.table.width else None,
+                name in windowed,
             )
             for name, cuts in evaluation.task_thresholds.items()
             for task in [s.info.tasks[name]]

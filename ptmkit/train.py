@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import metrics
 from .errors import PtmkitError
 from .graph import ModelGraph
-from .inference import Encoded, combined_loss, infer
+from .inference import Encoded, Rows, combined_loss, infer
 from .plugin_api import Loss
 from .recipe import MONITORS, SGD_MOMENTUM, EarlyStoppingSection, ScheduleSection, TrainSection
 
@@ -393,8 +393,8 @@ def validation_row(
 def fit(
     model: ModelGraph,
     losses: list[tuple[float, Loss]],
-    train: Encoded,
-    valid: Encoded,
+    train: Rows,
+    valid: Rows,
     cfg: TrainSection,
     checkpoint: Path,
     *,
@@ -423,10 +423,14 @@ def fit(
     if weights is not None:
         weights = weights.to(device)
     windows_per_epoch = epoch_size(len(train), cfg.epoch_windows, balance_labels, balance_tasks)
+    generator = torch.Generator().manual_seed(cfg.seed)
     per_epoch = steps_per_epoch(windows_per_epoch, cfg.batch_size)
+    if not isinstance(train, Encoded):  # protein units: batches depend on the draw; count one
+        dry = torch.Generator().manual_seed(cfg.seed)
+        order = epoch_rows(len(train), cfg.epoch_windows, dry, balance_labels, balance_tasks)
+        per_epoch = len(train.batches(order, cfg.batch_size, dry))
     planned = planned_epochs(cfg, windows_per_epoch)
     scheduler = build_schedule(optimiser, cfg.schedule, cfg.lr, per_epoch, planned)
-    generator = torch.Generator().manual_seed(cfg.seed)
     stopping = EarlyStopping.of(cfg.early_stopping)
     result = TrainResult(
         best_epoch=0, best_value=math.nan, monitor=stopping.monitor, epochs_run=0, checkpoint=checkpoint
@@ -436,8 +440,8 @@ def fit(
     forward: Any = model
     if cfg.compile:
         with step_precision:
-            probe = train.batch(torch.arange(min(cfg.batch_size, len(train))), device)
-            forward = compiled_step(model, (probe.features, probe.mask, probe.task))
+            probe = train.batch(train.batches(torch.arange(len(train)), cfg.batch_size)[0], device)
+            forward = compiled_step(model, (probe.features, probe.mask, probe.task, probe.sites))
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
@@ -450,13 +454,10 @@ def fit(
         lr = float(optimiser.param_groups[0]["lr"])  # what the epoch's first step uses
         order = epoch_rows(len(train), cfg.epoch_windows, generator, balance_labels, balance_tasks)
         total, seen = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            index = order[start : start + cfg.batch_size]
-            if len(index) < 2 and seen:  # a batch of one breaks batch statistics
-                continue
+        for index in train.batches(order, cfg.batch_size, generator):
             batch = train.batch(index, device)
             with step_precision:
-                outputs = forward(batch.features, batch.mask, batch.task)
+                outputs = forward(batch.features, batch.mask, batch.task, batch.sites)
             if cfg.precision != "fp32":  # losses (logsumexp, temperatures) in fp32, outside autocast
                 outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
             if weights is not None:  # the loss plugins weight each row by its task (row_weight)

@@ -8,11 +8,12 @@
   sequence, and letters such as ``X`` inside it stay as they are.
 
 Proteins longer than the model's limit (``max_length`` residues) are embedded in overlapping chunks
-(:func:`chunk_spans`) and stitched (:func:`chunk_owner`): every residue takes its vector from the
-chunk in which it lies farthest from an artificial chunk edge (a protein end is not an edge: the
-model saw the real terminus there). With chunk starts ``step = max_length - overlap`` apart and the
-last chunk aligned to the protein end, this switches chunks in the middle of each overlap, so every
-residue keeps at least ``overlap // 2`` residues of context on both sides.
+(``ptmkit.units.chunk_spans``, which protein mode cuts with too) and stitched (``chunk_owner``):
+every residue takes its vector from the chunk in which it lies farthest from an artificial chunk
+edge (a protein end is not an edge: the model saw the real terminus there). With chunk starts
+``step = max_length - overlap`` apart and the last chunk aligned to the protein end, this switches
+chunks in the middle of each overlap, so every residue keeps at least ``overlap // 2`` residues of
+context on both sides.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import pandas as pd
 from ptmkit.alphabet import PAD
 from ptmkit.errors import PtmkitError
 from ptmkit.sitetable import SiteTable
+from ptmkit.units import chunk_owner, chunk_spans
+
+__all__ = ["Segment", "chunk_owner", "chunk_spans", "plan_segments", "stitch"]
 
 _RUN = re.compile(f"[^{re.escape(PAD)}]+")
 
@@ -72,45 +76,6 @@ def plan_segments(table: SiteTable) -> list[Segment]:
             )
         segments.append(Segment(i, seq, lo, start, hi - lo))
     return segments
-
-
-def chunk_spans(length: int, max_length: int, overlap: int) -> list[tuple[int, int]]:
-    """``[start, end)`` chunks of at most ``max_length`` residues covering ``length`` residues.
-
-    Starts are ``0, step, 2*step, ...`` with ``step = max_length - overlap``; the last chunk is
-    aligned to the end, so neighbouring chunks share at least ``overlap`` residues.
-    """
-    if max_length < 1 or not 0 <= overlap < max_length:
-        raise ValueError(f"need max_length >= 1 and 0 <= overlap < max_length, got {max_length}, {overlap}")
-    if length <= max_length:
-        return [(0, length)]
-    step = max_length - overlap
-    spans = []
-    start = 0
-    while start + max_length < length:
-        spans.append((start, start + max_length))
-        start += step
-    spans.append((length - max_length, length))
-    return spans
-
-
-def chunk_owner(length: int, spans: list[tuple[int, int]]) -> np.ndarray:
-    """Index of the span each residue takes its vector from: the one where the residue is farthest
-    from an artificial edge (protein ends do not count); ties go to the earlier chunk."""
-    idx = np.arange(length)
-    best = np.full(length, -1, dtype=np.int64)
-    best_score = np.full(length, -np.inf)
-    for k, (start, end) in enumerate(spans):
-        inside = (idx >= start) & (idx < end)
-        left = np.where(start > 0, idx - start, np.inf)
-        right = np.where(end < length, end - 1 - idx, np.inf)
-        score = np.where(inside, np.minimum(left, right), -np.inf)
-        better = score > best_score
-        best[better] = k
-        best_score[better] = score[better]
-    if (best < 0).any():
-        raise ValueError("chunks do not cover the sequence")
-    return best
 
 
 def stitch(length: int, spans: list[tuple[int, int]], parts: list[np.ndarray]) -> np.ndarray:

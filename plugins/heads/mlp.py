@@ -23,14 +23,16 @@ class MLPHead(Head):
     scaled dot product with each position; ``center+attention`` concatenates the two (the site's
     own vector keeps where things are relative to it, which attention alone averages away).
     Padding never contributes to any of them, so the prediction does not depend on how far the
-    site is from a terminus beyond the real context.
+    site is from a terminus beyond the real context. ``none`` keeps every residue: the MLP runs
+    per residue and the outputs are [N, W, tasks] (``data.unit: protein`` scores every residue of
+    a protein this way; a window model with it is read at the centre, as ``center`` would be).
     ``embedding`` is the last hidden activation (after ReLU, before dropout), exposed so that
     auxiliary (e.g. contrastive) losses can use it.
     """
 
     class Config(PluginConfig):
-        pool: Literal["center", "mean", "max", "attention", "center+attention"] = Field(
-            "center", description="how the window is reduced to one vector"
+        pool: Literal["center", "mean", "max", "attention", "center+attention", "none"] = Field(
+            "center", description="how the window is reduced to one vector ('none': score every residue)"
         )
         hidden: list[int] = Field(
             [64], description="hidden layer sizes (ReLU); empty = linear classifier on the pool"
@@ -72,9 +74,12 @@ class MLPHead(Head):
         return 2 * d if self.config.pool == "center+attention" else d
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Reduce [N, W, D] to [N, D]; rows with no real residue pool to zeros."""
+        """Reduce [N, W, D] to [N, D]; rows with no real residue pool to zeros (``none``: [N, W, D]
+        as it is)."""
         mask = mask.bool()
         pool = self.config.pool
+        if pool == "none":
+            return x
         if pool == "center+attention":
             return torch.cat([x[:, x.shape[1] // 2], self._attention(x, mask)], dim=-1)
         if pool == "center":

@@ -11,19 +11,24 @@ from torch import nn
 
 from ptmkit.api import register
 
+from ..backbones.resnet1d import MaskedBatchNorm
 from .mlp import MLPHead
 
 
-class _BatchNorm(nn.BatchNorm1d):
-    """BatchNorm1d that normalises a training batch of one row with its running statistics
-    (batch statistics of one row are undefined; nn.BatchNorm1d raises there)."""
+class _BatchNorm(MaskedBatchNorm):
+    """BatchNorm of pooled rows [N, D], or of every real residue of [N, W, D] (``pool: none``;
+    padding kept out of the statistics). A training batch of one pooled row is normalised with
+    the running statistics (its batch statistics are undefined; nn.BatchNorm1d raises there)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if x.dim() == 3:
+            assert keep is not None
+            return super().forward(x, keep)
         if self.training and x.shape[0] < 2:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
-        return super().forward(x)
+        return nn.BatchNorm1d.forward(self, x)
 
 
 @register.head("task_heads")
@@ -36,9 +41,11 @@ class TaskHeads(MLPHead):
     ``Linear(hidden, tasks)`` (the same parameters as ``tasks`` separate heads, one matmul), and
     a task's two-class softmax is its single logit (the difference of the two), so ``bce`` /
     ``weighted_ce`` / ``focal`` on the row's task logit is the paper's cross-entropy. Give
-    ``tasks`` as the number of ``data.tasks``; the core reads each row's own logit. With one
-    residue's vector per site (``pool: center``, the default) a window model scores the site as
-    the whole-protein model scores that residue. ``embedding`` is the shared layer's output.
+    ``tasks`` as the number of ``data.tasks``; the core reads each row's own logit. ``pool:
+    none`` scores every residue ([N, W, tasks], BatchNorm over real residues): what a
+    ``data.unit: protein`` model needs, as MTPrompt-PTM scores whole proteins; ``pool: center``
+    (the default) reads the site's own vector of a window. ``embedding`` is the shared layer's
+    output.
     """
 
     class Config(MLPHead.Config):
@@ -71,6 +78,8 @@ class TaskHeads(MLPHead):
     def forward(self, inputs: list[torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
         (x,) = inputs
         z = self.pool(x, mask)
+        keep = mask.unsqueeze(-1).to(z.dtype) if z.dim() == 3 else None
         for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
-            z = torch.relu(norm(layer(self.dropout(z) if i else z)))
+            h = layer(self.dropout(z) if i else z)
+            z = torch.relu(norm(h, keep) if isinstance(norm, _BatchNorm) else norm(h))
         return {"out": self.classifier(self.dropout(z)), "embedding": z}
