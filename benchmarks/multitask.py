@@ -82,9 +82,11 @@ def plan(
     single_set: list[str] = (),  # type: ignore[assignment]
     only: list[str] | None = None,
     multi: bool = True,
+    single: bool = True,
 ) -> list[Job]:
     """The jobs: per seed the multi-task model (unless ``multi`` is False) and one single-task
-    model per task (``only``: of these tasks), ``single_set`` overriding the single-task ones."""
+    model per task (``only``: of these tasks; none unless ``single``), ``single_set`` overriding
+    the single-task ones."""
     raw = yaml.safe_load(RECIPE.read_text())
     names = list(raw["data"]["tasks"])
     jobs = []
@@ -94,7 +96,7 @@ def plan(
             block = task_block(names, raw["data"]["tasks"])
             jobs.append(Job(seed, "multi", None, (block, *common), str(data_root)))
         for name in sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else -1):
-            if only is not None and name not in only:
+            if not single or (only is not None and name not in only):
                 continue
             block = task_block([name], raw["data"]["tasks"])
             one = (block, "model.nodes.heads.tasks=1", *common, *single_set)
@@ -256,6 +258,12 @@ def main() -> None:
         type=Path,
         help="take the multi-task rows from this earlier output (same seeds and splits) instead of training",
     )
+    p.add_argument(
+        "--singles-from",
+        type=Path,
+        help="take the single-task rows from this earlier output (same seeds and splits) instead of "
+        "training (e.g. a protein-mode multi-task model against the window-mode singles)",
+    )
     p.add_argument("--data-root", type=Path)
     p.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     args = p.parse_args()
@@ -269,8 +277,12 @@ def main() -> None:
         single_set=args.single_set,
         only=args.tasks,
         multi=args.multi_from is None,
+        single=args.singles_from is None,
     )
     rows = execute(jobs, args.workers, partial)
+    if args.singles_from is not None:
+        earlier = json.loads(args.singles_from.read_text())["rows"]
+        rows += [r for r in earlier if r["mode"] == "single" and r["seed"] in args.seeds]
     if args.multi_from is not None:
         earlier = json.loads(args.multi_from.read_text())["rows"]
         wanted = set(args.tasks or [r["task"] for r in earlier])
@@ -285,6 +297,8 @@ def main() -> None:
         command += " --tasks " + " ".join(args.tasks)
     if args.multi_from is not None:
         command += f" --multi-from {args.multi_from}"
+    if args.singles_from is not None:
+        command += f" --singles-from {args.singles_from}"
     meta = {
         "command": command,
         "machine": f"{tracking.cpu_name()}, {args.workers} workers x 1 torch thread",

@@ -79,7 +79,7 @@ def fasta_stats(path: Path) -> dict:
                     lengths.append(current)
                 current = 0
             elif current is not None:
-                current += len(line.strip())
+                current += len(line.strip().replace("#", ""))  # marks of known sites are no residues
     if current is not None:
         lengths.append(current)
     return {
@@ -102,11 +102,13 @@ def train_model(work: Path, epochs: int) -> str:
     return line.split()[2]
 
 
-def scan_once(model: str, fasta: Path, output: Path, work: Path, threads: int, batch: int) -> dict:
+def scan_once(
+    model: str, fasta: Path, output: Path, work: Path, threads: int, batch: int, uri: str | None = None
+) -> dict:
     """One ``ptmkit predict`` in a child process: scan figures + wall time + peak RSS (MB)."""
     cmd = [
         sys.executable, "-m", "ptmkit.cli", "predict", model, str(fasta), "-o", str(output),
-        "--quiet", "--threads", str(threads), "--batch-size", str(batch),
+        "--quiet", "--threads", str(threads), "--batch-size", str(batch), *(["--uri", uri] if uri else []),
     ]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", nargs="+", help="model(s) to scan with (default: train the quickstart briefly)"
     )
     ap.add_argument("--fasta", type=Path, help="scan this FASTA instead of synthetic proteomes")
+    ap.add_argument("--uri", help="store of the --model run ids (as ptmkit predict --uri)")
     ap.add_argument("--proteins", type=int, nargs="+", default=[5000], help="proteome sizes")
     ap.add_argument("--runs", type=int, default=3, help="runs per size (median reported)")
     ap.add_argument("--threads", type=int, default=1)
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="training epochs when no --model is given")
     ap.add_argument("--json", help="write all figures to this file")
     args = ap.parse_args(argv)
+    if args.uri and Path(args.uri).exists():  # a path to an mlflow.db: the children run elsewhere
+        args.uri = str(Path(args.uri).resolve())
 
     with tempfile.TemporaryDirectory(prefix="ptmkit-bench-") as tmp:
         work = Path(tmp)
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.runs):  # interleaved, so drift hits every model alike
                 for m in models:
                     out = work / f"sites-{len(results)}.tsv"
-                    runs[m].append(scan_once(m, fasta, out, work, args.threads, args.batch_size))
+                    runs[m].append(scan_once(m, fasta, out, work, args.threads, args.batch_size, args.uri))
             first = None
             for m in models:
                 median = {k: statistics.median(r[k] for r in runs[m]) for k in runs[m][0]}

@@ -24,6 +24,7 @@ from .package import LoadedModel
 from .sitetable import SiteTable
 from .splits import apply_split_file
 from .thresholds import DEFAULT_RULE, RUN_RULE
+from .units import own_windows
 
 
 @dataclass
@@ -341,8 +342,14 @@ def evaluate_model(
     )
     labels = table.labels
     names = [t.name for t in model.tasks] if task_name else None
-    units = model.recipe.data.units  # a protein-mode model reads its rows from protein units
-    encoded = encode(model.features, table, tasks=names, progress=progress, protein=units)
+    units = model.recipe.data.units  # a protein-mode model reads its rows from protein units ...
+    windowed = None
+    if units is not None and task_name and model.task(task_name).windowed:
+        # ... but a task trained on fragments from its own windows, as predict scores it
+        width = model.task(task_name).width or model.window
+        table = own_windows(table, min(width, model.window), model.window)
+        windowed = np.ones(len(table), dtype=bool)
+    encoded = encode(model.features, table, tasks=names, progress=progress, protein=units, windowed=windowed)
     scores = infer(model.model, encoded).scores
     thresholds = model.task(task_name).thresholds if task_name else model.thresholds
     report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])

@@ -183,6 +183,9 @@ class ModelGraph(nn.Module):
         self.inputs = {name: list(nodes[name].inputs) for name in self.order}
         self.dims: dict[str, int] = {f: d for f, d in feature_dims.items() if f in needed}
         self.feature_dims = dict(self.dims)
+        #: outputs besides the output node's that protein mode reads at each row's residue (the
+        #: losses' inputs: ``ptmkit.objective.build_losses`` adds them)
+        self.row_outputs: set[str] = set()
         self.blocks = nn.ModuleDict()
         for name in self.order:
             use = nodes[name]
@@ -267,22 +270,26 @@ class ModelGraph(nn.Module):
 
         A per-residue output node ([B, L, T], e.g. a head with ``pool: none``) is read at each
         row's residue: ``sites`` (long [N, 2]: unit in the batch, column; protein mode), else the
-        centre of each window. Its other outputs (e.g. ``embedding``) are read there too, so the
-        losses see one vector per row in both modes."""
+        centre of each window. Its other outputs (e.g. ``embedding``) are read there too, and in
+        protein mode so are the per-residue tensors the losses read (``row_outputs``), so the
+        losses see one row per site in both modes."""
         values = self._run(features, mask, task)
-        if values[self.output].dim() == 3:  # per residue: read each row's residue
-            for key in [k for k in values if k.startswith(f"{self.output}.")] + [self.output]:
+        mine = [k for k in values if k.startswith(f"{self.output}.")] + [self.output]
+        if sites is not None:  # protein mode: the output node's and the losses' inputs, per row
+            if values[self.output].dim() != 3:
+                raise GraphError(
+                    f"data.unit: protein: the output node {self.output!r} gave "
+                    f"{tuple(values[self.output].shape)}; it must score every residue, [P, L, tasks]"
+                )
+            for key in {*mine, *self.row_outputs}:
+                tensor = values.get(key)
+                if tensor is not None and tensor.dim() >= 3 and tensor.shape[:2] == mask.shape:
+                    values[key] = tensor[sites[:, 0], sites[:, 1]]
+        elif values[self.output].dim() == 3:  # per residue in window mode: read each centre
+            for key in mine:
                 tensor = values[key]
                 if tensor.dim() == 3:
-                    values[key] = (
-                        tensor[:, tensor.shape[1] // 2] if sites is None else tensor[sites[:, 0], sites[:, 1]]
-                    )
-        elif sites is not None:
-            raise GraphError(
-                f"data.unit: protein scores every residue of a protein in one pass, but the output node "
-                f"{self.output!r} gives one vector per unit ({tuple(values[self.output].shape)}); give it a "
-                "per-residue output [B, L, tasks] (e.g. pool: none on mlp_head / task_heads)"
-            )
+                    values[key] = tensor[:, tensor.shape[1] // 2]
         logits = values[self.output]
         if task is not None and logits.dim() == 2 and logits.shape[-1] > 1:
             values["task_logits"] = logits

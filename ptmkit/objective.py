@@ -31,6 +31,7 @@ def build_losses(recipe: Recipe, model: ModelGraph) -> list[tuple[float, Loss]]:
                     f"{use.where}: loss {use.spec.name!r} reads {name!r}, which the model does not "
                     f"produce.{hint} Outputs: {', '.join(sorted(available))}"
                 )
+        model.row_outputs.update(n for n in loss.required_outputs() if n != "logits")
         loss.bind({k: v for k, v in model.dims.items()})
         losses.append((use.weight, loss))
     return losses

@@ -49,6 +49,7 @@ from .sitetable import COLUMNS as TABLE_COLUMNS
 from .sitetable import SiteTable, windows_at
 from .textio import check_input, open_binary
 from .thresholds import DEFAULT_RULE, RULES
+from .units import own_windows
 
 #: Columns of the output table, in order (``known`` is appended with ``--known-sites``).
 COLUMNS = ["protein_id", "position", "residue", "ptm_type", "score", "call", "model"]
@@ -366,12 +367,7 @@ class Scanner:
             mine = np.nonzero(np.isin(residues, list({r for j in tasks for r in model.tasks[j].residues})))[0]
             part = rows.subset(np.isin(np.arange(len(rows)), mine))
             if width is not None:
-                frame = part.frame.copy()
-                frame["window"] = [
-                    windows_at(rows.proteins[pid], (int(p),), width)[0]
-                    for pid, p in zip(frame["protein_id"], frame["position"], strict=True)
-                ]
-                part = SiteTable(frame, rows.proteins).fit_width(model.window)
+                part = own_windows(part, width, model.window)
             parts.append(part)
             windowed.append(np.full(len(part), width is not None))
             spans[width] = (start, mine)

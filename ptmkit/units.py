@@ -104,6 +104,24 @@ def windowed_tasks(table: SiteTable) -> list[str]:
     return [t for t in frame["task"].unique() if t not in having]
 
 
+def own_windows(table: SiteTable, width: int, window: int) -> SiteTable:
+    """The rows as a task trained on fragments of ``width`` saw them: each row's window re-cut at
+    ``width`` from its protein (rows without one keep theirs) and centred and padded to the
+    model's ``window``. Predict and evaluate score such tasks on these, never on protein units."""
+    frame = table.frame.copy()
+    known = on_proteins(table)
+    if known.any():
+        cut = [
+            windows_at(table.proteins[pid], (int(p),), width)[0]
+            for pid, p in zip(frame.loc[known, "protein_id"], frame.loc[known, "position"], strict=True)
+        ]
+        frame.loc[known, "window"] = SiteTable(frame.loc[known].assign(window=cut)).fit_width(window).windows
+    rest = ~known
+    if rest.any() and len(frame.loc[rest, "window"].iat[0]) != window:
+        frame.loc[rest, "window"] = SiteTable(frame.loc[rest]).fit_width(window).windows
+    return SiteTable(frame, table.proteins, table.meta)
+
+
 def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray | None = None) -> UnitPlan:
     """Cut the proteins of ``table``'s rows into units (only pieces that own a row), and place
     every row. A row whose protein is known (``table.proteins`` and a position) is read from the
@@ -123,6 +141,7 @@ def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray 
     column = np.zeros(n, dtype=np.int64)
     ids = frame["protein_id"].to_numpy()
     origins = frame["origin"].to_numpy()
+    residues = frame["residue"].to_numpy().astype(str)
     rows = np.nonzero(known)[0]
     pos = positions.to_numpy(dtype="float64", na_value=np.nan)
     for pid, where in pd.Series(rows).groupby(ids[rows], sort=False):
@@ -133,6 +152,14 @@ def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray 
             bad = int(at[(at < 1) | (at > length)][0])
             raise PtmkitError(
                 f"{origins[where.iat[0]]}: position {bad} is outside protein {pid!r} ({length} residues)"
+            )
+        letters = np.frombuffer(sequence.encode("ascii"), dtype="S1")[at - 1].astype(str)
+        wrong = np.nonzero(letters != residues[where.to_numpy()])[0]
+        if len(wrong):  # positions of another isoform would be read at the wrong residues
+            k = wrong[0]
+            raise PtmkitError(
+                f"{origins[where.iat[k]]}: protein {pid!r} has {str(letters[k])!r} at position {at[k]}, but "
+                f"the row's residue is {str(residues[where.iat[k]])!r}: a position of another sequence?"
             )
         spans = chunk_spans(length, chunk, overlap)
         owner = chunk_owner(length, spans)[at - 1] if len(spans) > 1 else np.zeros(len(at), dtype=np.int64)

@@ -392,3 +392,49 @@ def test_a_multi_task_protein_model_reads_a_fragment_task_from_its_windows(
     ).scores
     got = sites[sites["ptm_type"] == "S"].sort_values("position")["score"].to_numpy()
     np.testing.assert_allclose(got, want, atol=2e-6)
+    # evaluate reads the fragment task from its own windows too, even from whole proteins
+    marked = tmp_path / "s_marked.fasta"
+    marked.write_text(">sp|P1|P1\nMKAAWKS#TSGWS#LLKAWSK\n")
+    result = evaluate_model(model, str(marked), reader="musite_fasta", data_root=tmp_path, task="S")
+    assert result.table.frame["position"].tolist() == [7, 9, 12, 18]
+    np.testing.assert_allclose(result.scores, want, atol=1e-6)
+
+
+def test_a_row_whose_position_does_not_match_its_protein_is_refused() -> None:
+    seqs = {"p": "MKAAWKSTSGWSLLK"}
+    table = _site_table(seqs, [("p", 2)])
+    table.frame.loc[0, "residue"] = "S"  # the reader's position names another residue
+    with pytest.raises(
+        PtmkitError, match=r"x:0: protein 'p' has 'K' at position 2, but the row's residue is 'S'"
+    ):
+        plan_units(table, chunk=101, overlap=20)
+
+
+def test_a_contrastive_loss_on_a_trunk_output_reads_each_sites_own_vector(
+    proteins: Path, tmp_path: Path
+) -> None:
+    raw = _recipe(tmp_path)
+    raw["losses"].append(
+        {
+            "type": "infonce",
+            "weight": 0.1,
+            "inputs": ["trunk", "heads.embedding"],
+            "pool": "mean",
+            "proj_dim": 8,
+        }
+    )
+    recipe = recipes.parse(raw, build_registry(), path=_write(tmp_path, raw))
+    assembly = assemble(recipe)
+    table, _ = assembly.read(tmp_path)
+    train = table.split("train")
+    encoded = encode(assembly.features, train, protein=recipe.data.units)
+    index = encoded.batches(torch.arange(len(encoded)), 64)[0]
+    batch = encoded.batch(index, torch.device("cpu"))
+    outputs = assembly.graph(batch.features, batch.mask, batch.task, batch.sites)
+    assert outputs["trunk"].shape[0] == len(index) == outputs["logits"].shape[0]
+    for _, loss in assembly.losses:
+        loss.setup(train.labels)
+        loss.start_epoch(1, 8)
+    total = sum(w * loss(outputs, batch.labels) for w, loss in assembly.losses)
+    total.backward()  # both losses train through the trunk
+    assert assembly.graph.blocks["trunk"].stages[0].convs[0].weight.grad is not None

@@ -63,6 +63,8 @@ class BCELoss(_BinaryLoss):
 
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         x = self.logits(outputs, labels)
+        if "row_weight" not in outputs:  # torch's own mean: one-task runs as before task weights
+            return F.binary_cross_entropy_with_logits(x, labels.to(x.dtype))
         per_row = F.binary_cross_entropy_with_logits(x, labels.to(x.dtype), reduction="none")
         return self.reduce(per_row, outputs)
 
@@ -109,8 +111,11 @@ class WeightedCELoss(_BinaryLoss):
                 "weighted_ce with pos_weight 'auto' was used before setup(train_labels) derived the weight"
             )
         x = self.logits(outputs, labels)
+        pos_weight = self.pos_weight.to(x.dtype)
+        if "row_weight" not in outputs:  # torch's own mean: one-task runs as before task weights
+            return F.binary_cross_entropy_with_logits(x, labels.to(x.dtype), pos_weight=pos_weight)
         per_row = F.binary_cross_entropy_with_logits(
-            x, labels.to(x.dtype), pos_weight=self.pos_weight.to(x.dtype), reduction="none"
+            x, labels.to(x.dtype), pos_weight=pos_weight, reduction="none"
         )
         return self.reduce(per_row, outputs)
 
