@@ -45,6 +45,8 @@ from ptmkit.datasets import resolve_data_root
 from ptmkit.outputs import write_text
 from ptmkit.run import run
 
+from .results import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "experiments/mtprompt-trunk-lite.yaml"
 SPLITS = ROOT / "benchmarks/splits"
@@ -299,17 +301,7 @@ def main() -> None:
         command += f" --multi-from {args.multi_from}"
     if args.singles_from is not None:
         command += f" --singles-from {args.singles_from}"
-    meta = {
-        "command": command,
-        "machine": f"{tracking.cpu_name()}, {args.workers} workers x 1 torch thread",
-        "seeds": args.seeds,
-        "minutes": (time.perf_counter() - started) / 60,
-    }
-    text = render(rows, meta)
-    print(text)
-    if args.out:
-        write_text(args.out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        write_text(args.out.with_suffix(".md"), text)
+    publish(args.out, command, args.workers, args.seeds, started, rows, render)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from ptmkit.datasets import resolve_data_root
 from ptmkit.outputs import write_text
 from ptmkit.run import run
 
+from .results import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "window": ROOT / "experiments/k2-trunk-window.yaml",
@@ -139,17 +141,7 @@ def main() -> None:
                 write_text(args.out.with_suffix(".partial.json"), json.dumps(rows, indent=2) + "\n")
     command = "python -m benchmarks.protein_mode --seeds " + " ".join(map(str, args.seeds))
     command += "".join(f" --set {s}" for s in args.set)
-    meta = {
-        "command": command,
-        "machine": f"{tracking.cpu_name()}, {args.workers} workers x 1 torch thread",
-        "seeds": args.seeds,
-        "minutes": (time.perf_counter() - started) / 60,
-    }
-    text = render(rows, meta)
-    print(text)
-    if args.out:
-        write_text(args.out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        write_text(args.out.with_suffix(".md"), text)
+    publish(args.out, command, args.workers, args.seeds, started, rows, render)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -95,3 +97,27 @@ def header(loaded: LoadedSuite, meta: dict) -> str:
             "mean ± sd over seeds.",
         ]
     )
+
+
+def publish(
+    out: Path | None,
+    command: str,
+    workers: int,
+    seeds: list[int],
+    started: float,
+    rows: list[dict],
+    render: Callable[[list[dict], dict], str],
+) -> None:
+    """A comparison's ending: its meta (command, machine, seeds, minutes since ``started``), the
+    Markdown ``render(rows, meta)`` printed, and with ``out`` written as OUT.json and OUT.md."""
+    meta = {
+        "command": command,
+        "machine": f"{tracking.cpu_name()}, {workers} workers x 1 torch thread",
+        "seeds": seeds,
+        "minutes": (time.perf_counter() - started) / 60,
+    }
+    text = render(rows, meta)
+    print(text)
+    if out:
+        write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        write_text(out.with_suffix(".md"), text)
