@@ -346,8 +346,7 @@ def evaluate_model(
     windowed = None
     if units is not None and task_name and model.task(task_name).windowed:
         # ... but a task trained on fragments from its own windows, as predict scores it
-        width = model.task(task_name).width or model.window
-        table = own_windows(table, min(width, model.window), model.window)
+        table = own_windows(table, model.trained_width(model.task(task_name)), model.window)
         windowed = np.ones(len(table), dtype=bool)
     encoded = encode(model.features, table, tasks=names, progress=progress, protein=units, windowed=windowed)
     scores = infer(model.model, encoded).scores

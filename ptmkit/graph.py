@@ -274,9 +274,10 @@ class ModelGraph(nn.Module):
         protein mode so are the per-residue tensors the losses read (``row_outputs``), so the
         losses see one row per site in both modes."""
         values = self._run(features, mask, task)
-        mine = [k for k in values if k.startswith(f"{self.output}.")] + [self.output]
+        per_residue = values[self.output].dim() == 3
+        mine = [k for k in values if k.startswith(f"{self.output}.")] + [self.output] if per_residue else []
         if sites is not None:  # protein mode: the output node's and the losses' inputs, per row
-            if values[self.output].dim() != 3:
+            if not per_residue:
                 raise GraphError(
                     f"data.unit: protein: the output node {self.output!r} gave "
                     f"{tuple(values[self.output].shape)}; it must score every residue, [P, L, tasks]"
@@ -285,7 +286,7 @@ class ModelGraph(nn.Module):
                 tensor = values.get(key)
                 if tensor is not None and tensor.dim() >= 3 and tensor.shape[:2] == mask.shape:
                     values[key] = tensor[sites[:, 0], sites[:, 1]]
-        elif values[self.output].dim() == 3:  # per residue in window mode: read each centre
+        elif per_residue:  # per residue in window mode: read each centre
             for key in mine:
                 tensor = values[key]
                 if tensor.dim() == 3:

@@ -286,6 +286,11 @@ class LoadedModel:
     def residues(self) -> str:
         return str(self.meta["residues"])
 
+    def trained_width(self, task: ModelTask) -> int:
+        """The window width ``task`` was trained on: its own when its fragments were narrower
+        (centred and padded to the model's), else the model's."""
+        return min(task.width or self.window, self.window)
+
     @property
     def ptm(self) -> str:
         return str(self.meta["ptm"])

@@ -337,7 +337,7 @@ class Scanner:
         on narrower, padded fragments gets a pass with its windows masked to its own width."""
         widths: dict[int, list[int]] = {}
         for j, task in enumerate(model.tasks):
-            widths.setdefault(min(task.width or model.window, model.window), []).append(j)
+            widths.setdefault(model.trained_width(task), []).append(j)
         out: list[np.ndarray] = [np.empty(0)] * len(model.tasks)
         for width, tasks in widths.items():
             keep = mask if width == model.window else mask & central(model.window, width)
@@ -357,15 +357,14 @@ class Scanner:
         assert units is not None
         groups: dict[int | None, list[int]] = {}  # None: protein units; a width: windows of it
         for j, task in enumerate(model.tasks):
-            groups.setdefault(
-                min(task.width or model.window, model.window) if task.windowed else None, []
-            ).append(j)
+            groups.setdefault(model.trained_width(task) if task.windowed else None, []).append(j)
         residues = rows.frame["residue"].to_numpy()
         parts, windowed, spans = [], [], {}
         start = 0
         for width, tasks in groups.items():
-            mine = np.nonzero(np.isin(residues, list({r for j in tasks for r in model.tasks[j].residues})))[0]
-            part = rows.subset(np.isin(np.arange(len(rows)), mine))
+            keep = np.isin(residues, list({r for j in tasks for r in model.tasks[j].residues}))
+            mine = np.nonzero(keep)[0]
+            part = rows.subset(keep)
             if width is not None:
                 part = own_windows(part, width, model.window)
             parts.append(part)

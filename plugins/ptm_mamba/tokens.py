@@ -13,8 +13,6 @@ import difflib
 import re
 from collections.abc import Mapping
 
-import pandas as pd
-
 from ptmkit.alphabet import PAD
 from ptmkit.errors import PtmkitError
 from ptmkit.sitetable import SiteTable
@@ -135,15 +133,14 @@ def table_sequences(table: SiteTable, ptms: Mapping[str, str] | None = None) -> 
     known = frame["position"].notna() & frame["protein_id"].isin(table.proteins)
     out: list[tuple[str, str, str]] = []
     positives = frame[known & (frame["label"] == 1)]
-    sites: dict[str, dict[int, str]] = {pid: {} for pid in pd.unique(frame.loc[known, "protein_id"])}
-    origins: dict[str, str] = {}
+    # each protein's first row names where it came from
+    origins = frame[known].groupby("protein_id", sort=False)["origin"].first().to_dict()
+    sites: dict[str, dict[int, str]] = {pid: {} for pid in origins}
     for row in positives.itertuples(index=False):
         ptm = ptms.get(str(row.task), str(row.task))
         sites[row.protein_id][int(row.position)] = ptm_token(ptm, str(row.residue))
-        origins.setdefault(row.protein_id, row.origin)
     for pid, marks in sites.items():
-        origin = origins.get(pid) or frame.loc[frame["protein_id"] == pid, "origin"].iat[0]
-        out.append((pid, modified(table.proteins[pid], marks), origin))
+        out.append((pid, modified(table.proteins[pid], marks), origins[pid]))
     for row in frame[~known].itertuples(index=False):
         window = str(row.window)
         half = len(window) // 2
