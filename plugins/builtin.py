@@ -6,9 +6,19 @@ with ``@register.<kind>(name)``, exactly as for a third-party package.
 
 from __future__ import annotations
 
-from . import backbones, datasets, features, fusion, heads, losses, readers
+from . import backbones, datasets, features, fusion, heads, losses, ptm_mamba, readers
 
-__all__ = ["PTMKIT_API_VERSION", "backbones", "datasets", "features", "fusion", "heads", "losses", "readers"]
+__all__ = [
+    "PTMKIT_API_VERSION",
+    "backbones",
+    "datasets",
+    "features",
+    "fusion",
+    "heads",
+    "losses",
+    "ptm_mamba",
+    "readers",
+]
 
 #: The plugin API these plugins are written for.
 PTMKIT_API_VERSION = 2

@@ -113,11 +113,13 @@ def get(name: str) -> Dataset:
         listed = ", ".join(d.name for d in coll.datasets)
         raise PtmkitError(f"{text!r} is a dataset collection; name one of its datasets: {listed}")
     if ":" not in text:
-        found = collections()
-        if len(found) == 1:  # a bare id is unambiguous while one collection is installed
-            text = f"{next(iter(found))}:{text}"
+        # a bare id is unambiguous while exactly one installed collection holds it
+        holders = [c for c in collections().values() if text.upper() in {d.id.upper() for d in c.datasets}]
+        if len(holders) == 1:
+            text = f"{holders[0].name}:{text}"
         else:
-            raise PtmkitError(f"dataset {name!r}: give <collection>:<id>, e.g. uniptms:H1")
+            which = f"; {', '.join(c.name for c in holders)} all hold it" if holders else ""
+            raise PtmkitError(f"dataset {name!r}: give <collection>:<id>, e.g. uniptms:H1{which}")
     prefix, key = (part.strip() for part in text.split(":", 1))
     coll = _collection(prefix)
     entries = {d.id.upper(): d for d in coll.datasets}

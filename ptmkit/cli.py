@@ -126,6 +126,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from . import pretrain as pretraining
+    from .datasets import resolve_data_root
+
+    recipe = pretraining.load(args.recipe, args.set)
+    if args.quiet:
+        recipe.train.progress = False
+    out = Path(args.out) if args.out else Path("pretrain") / recipe.name
+    try:
+        summary = pretraining.pretrain(
+            recipe,
+            data_root=resolve_data_root(args.data_root),
+            out=out,
+            resume=args.resume,
+            restart=args.restart,
+        )
+    except (KeyboardInterrupt, Terminated) as exc:
+        if (out / pretraining.STATE).exists():
+            print(
+                f"stopped ({type(exc).__name__}); checkpoint at {out / pretraining.STATE}; continue with: "
+                f"ptmkit pretrain {args.recipe} --resume" + (f" --out {args.out}" if args.out else ""),
+                file=sys.stderr,
+            )
+        raise
+    m = summary.metrics
+    print(
+        f"\n{recipe.name}: {summary.steps} steps, {summary.tokens:,} tokens ({summary.epochs:.2f} epochs), "
+        f"{summary.seconds / 60:.1f} min, stopped by {summary.stopped_by}; {summary.parameters:,} parameters"
+    )
+    if m:
+        accs = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in m.items() if k.startswith("val/acc/"))
+        print(
+            f"validation: loss {m['val/loss']:.3f}, perplexity {m['val/perplexity']:.2f}; "
+            f"masked-token accuracy: {accs}"
+        )
+    print(f"package: {summary.package}")
+    print(f"MLflow run {summary.run_id} in experiment {summary.experiment!r} at {summary.store}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import sweep as sweeps
     from .datasets import resolve_data_root
@@ -155,8 +195,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from . import recipe as recipes
     from .assembly import assemble
+    from .recipe import load_with_extends
     from .table import render
 
+    if load_with_extends(Path(args.recipe))[0].get("kind") == "pretrain":
+        return _validate_pretrain(args)
     recipe = recipes.load(args.recipe, args.set)
     built = assemble(recipe)
     graph = built.graph
@@ -176,6 +219,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"parameters: {built.parameters:,}; output node: {graph.output}; losses: {losses}")
     if args.filled:
         print("\nfilled recipe (every default written out; what runs log and package):")
+        print(recipe.to_yaml(), end="")
+    return 0
+
+
+def _validate_pretrain(args: argparse.Namespace) -> int:
+    from . import pretrain as pretraining
+
+    recipe = pretraining.load(args.recipe, args.set)
+    model = recipe.model.build()
+    print(f"{args.recipe}: valid pretraining recipe (hash {recipe.digest()})")
+    for name, src in [(recipe.name, recipe.source)] if recipe.source else list(recipe.tasks.items()):
+        print(f"corpus {name}: {src.name} read by {src.reader.spec.name} ({src.ptm})")
+    groups = ", ".join(f"{g} {len(ids)}" for g, ids in model.token_groups().items())
+    print(
+        f"model: {recipe.model.spec.name}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(model.vocab)} tokens ({groups}); masking {recipe.masking.model_dump()}"
+    )
+    if args.filled:
+        print("\nfilled recipe (every default written out):")
         print(recipe.to_yaml(), end="")
     return 0
 
@@ -319,9 +381,111 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ptm_scan(args: argparse.Namespace) -> int:
+    from . import language_models, zero_shot
+    from .outputs import atomic_open, check_output
+    from .predict import Protein, read_fasta
+    from .textio import check_input
+
+    check_output(args.output, "-o")
+    check_input(Path(args.fasta))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = language_models.load(args.model, tracking_uri=_uri(args), kind=args.type)
+    proteins: dict[str, str] = {}
+    known: dict[str, tuple[int, ...]] = {}
+    for item in read_fasta(Path(args.fasta)):
+        if isinstance(item, Protein):
+            proteins[item.protein_id] = item.sequence
+            known[item.protein_id] = item.known
+        else:
+            print(f"warning: {item.message()}", file=sys.stderr)
+    if not proteins:
+        raise PtmkitError(f"{args.fasta}: no protein to scan")
+    frame = zero_shot.scan(
+        model,
+        proteins,
+        residues=args.residues.upper() if args.residues else None,
+        tokens=args.token or (),
+        context=args.context,
+        spacing=args.spacing,
+        batch_tokens=args.batch_tokens,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    marks = {(p, k) for p, ks in known.items() for k in ks}
+    frame["known"] = [
+        int((p, k) in marks) for p, k in zip(frame["protein_id"], frame["position"], strict=True)
+    ]
+    with atomic_open(args.output) as fh:
+        fh.write(f"# ptmkit ptm-scan {args.model} {args.fasta}: zero-shot, P(token) at the masked residue\n")
+        frame.to_csv(fh, sep="\t", index=False, float_format="%.6g")
+    print(
+        f"{len(frame):,} scores ({len(frame[['protein_id', 'position']].drop_duplicates()):,} residues x "
+        f"their PTM tokens) of {len(proteins):,} proteins -> {args.output}"
+    )
+    return 0
+
+
+def _uri(args: argparse.Namespace) -> str | None:
+    from .tracking import tracking_uri
+
+    return tracking_uri(args.uri)
+
+
+def cmd_evaluate_zero_shot(args: argparse.Namespace) -> int:
+    import json
+
+    from . import language_models, zero_shot
+    from .datasets import resolve_data_root
+    from .outputs import write_text
+    from .table import render
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = language_models.load(args.model, tracking_uri=_uri(args))
+    result = zero_shot.evaluate_source(
+        model,
+        args.source,
+        reader=args.reader,
+        split=args.split,
+        options=_reader_options(args),
+        data_root=resolve_data_root(args.data_root),
+        token=args.token,
+        ptm=args.ptm,
+        residues=args.residues,
+        context=args.context,
+        spacing=args.spacing,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    r = result.report
+    print(
+        f"{args.model} (zero-shot language model) on {args.source}"
+        f"{f' split {args.split}' if args.split else ''}: "
+        f"{int(r['sites'])} sites ({int(r['positive'])} positive) in "
+        f"{result.table.frame['protein_id'].nunique()} proteins"
+    )
+    if result.split_from:
+        print(f"{args.split} split: {result.split_from}")
+    print(render(result.frame(), args.format), end="")
+    print(
+        "protocol: P(PTM token) at the masked residue; no threshold (a zero-shot score has no validation set)"
+    )
+    if args.json:
+        write_text(args.json, json.dumps(result.to_json(), indent=2))
+        print(f"metrics written to {args.json}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    from . import language_models
     from .datasets import resolve_data_root
     from .evaluate import evaluate_model
     from .outputs import check_output, write_text
@@ -331,6 +495,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     options = _reader_options(args)
     if args.json:
         check_output(args.json, "--json")
+    if args.zero_shot or language_models.is_language_model(args.model, tracking_uri=_uri(args)):
+        return cmd_evaluate_zero_shot(args)
+    for flag in ("token", "ptm", "residues"):
+        if getattr(args, flag):
+            raise PtmkitError(
+                f"--{flag} applies to a language model (zero-shot); {args.model} is a site model"
+            )
     (model,) = _load_models([args.model], args)
     result = evaluate_model(
         model,
@@ -530,6 +701,19 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 
+    pt = sub.add_parser(
+        "pretrain", help="pretrain a protein language model (kind: pretrain recipe), tracked in MLflow"
+    )
+    recipe_args(pt)
+    pt.add_argument("--out", help="checkpoint and package folder (default: pretrain/<recipe name>)")
+    pt.add_argument(
+        "--resume", action="store_true", help="continue the checkpoint in --out (same MLflow run)"
+    )
+    pt.add_argument("--restart", action="store_true", help="discard the checkpoint in --out and start over")
+    pt.add_argument("--data-root", help=DATA_ROOT_HELP)
+    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.set_defaults(func=cmd_pretrain)
+
     s = sub.add_parser("sweep", help="run the variants of a sweep file as nested runs; print the table")
     s.add_argument("sweep", help="sweep YAML file (base recipe + named variants)")
     s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override every variant")
@@ -718,7 +902,60 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     ev.add_argument("--uri", help=uri_help)
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="MODEL is a language model (found by itself for packages and checkpoint files): score each "
+        "site by the probability of its PTM token at the masked residue",
+    )
+    ev.add_argument(
+        "--token", help="zero-shot: score this PTM token (default: the source's PTM on each residue)"
+    )
+    ev.add_argument("--ptm", help="zero-shot, a file source: the PTM type its sites are (e.g. succinylation)")
+    ev.add_argument("--residues", help="zero-shot: the candidate residues (a file source: required, e.g. K)")
+    ev.add_argument(
+        "--context", type=_int_in(8), default=1024, help="zero-shot: tokens per pass (default 1024)"
+    )
+    ev.add_argument(
+        "--spacing",
+        type=_int_in(0),
+        default=0,
+        help="zero-shot: mask sites at least this far apart in one pass (0, default: one per pass, exact)",
+    )
     ev.set_defaults(func=cmd_evaluate)
+
+    zs = sub.add_parser(
+        "ptm-scan", help="zero-shot PTM scores of every candidate residue from a PTM-aware language model"
+    )
+    zs.add_argument("model", help="language-model package folder, its run id, or a released checkpoint file")
+    zs.add_argument(
+        "fasta", help="proteins (FASTA; '#' marks and '#pos' header sites become the known column)"
+    )
+    zs.add_argument("-o", "--output", required=True, help="output TSV (one row per residue and PTM token)")
+    zs.add_argument(
+        "--residues", help="only these residues (default: every residue the model has a PTM token for)"
+    )
+    zs.add_argument(
+        "--token", action="append", help="only this PTM token (repeatable), e.g. '<Phosphoserine>'"
+    )
+    zs.add_argument(
+        "--type", help="the language-model plugin of a checkpoint file (when several are installed)"
+    )
+    zs.add_argument(
+        "--context", type=_int_in(8), default=1024, help="tokens per pass; longer proteins are chunked"
+    )
+    zs.add_argument(
+        "--spacing",
+        type=_int_in(0),
+        default=0,
+        help="mask residues at least this far apart in one pass (faster; 0, default: one per pass, exact)",
+    )
+    zs.add_argument("--batch-tokens", type=_int_in(16), default=16384, help="padded tokens per batch")
+    zs.add_argument("--threads", type=_int_in(1), help="torch CPU threads")
+    zs.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    zs.add_argument("--uri", help=uri_help)
+    zs.add_argument("--quiet", action="store_true", help="no progress bar")
+    zs.set_defaults(func=cmd_ptm_scan)
 
     en = sub.add_parser(
         "ensemble",

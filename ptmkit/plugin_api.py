@@ -227,3 +227,72 @@ class Loss(nn.Module):
 
     @abstractmethod
     def forward(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor: ...
+
+
+class LanguageModel(nn.Module):
+    """A masked protein language model over its own token vocabulary, pretrained by
+    ``ptmkit pretrain`` and read by features and scanners.
+
+    ``vocab`` lists its tokens by id; ``pad_id`` and ``mask_id`` index it. ``sequences`` writes a
+    SiteTable's proteins (and fragments) as token ids, special tokens included, so that the core
+    builds a corpus from any reader without knowing the vocabulary. ``token_groups`` names sets of
+    ids: masking never picks ``"special"``; every other group can be masked whole
+    (``masking.always``) and gets its own masked-token accuracy. ``forward(ids, context)`` returns
+    hidden states ``[N, L, D]`` and logits ``[N, L, V]``; ``context`` ``[N, L, context_dim]`` is an
+    optional per-token input (PTM-Mamba's ESM-2 branch). Padding (``pad_id``) is never read.
+    """
+
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+    vocab: ClassVar[tuple[str, ...]] = ()
+    pad_id: ClassVar[int] = 0
+    mask_id: ClassVar[int] = 0
+
+    def __init__(self, config: PluginConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def hidden_dim(self) -> int:
+        """Size of the hidden states ``forward`` returns."""
+        raise NotImplementedError
+
+    @property
+    def context_dim(self) -> int | None:
+        """Features per token of the optional ``context`` input (None: the model takes none)."""
+        return None
+
+    @abstractmethod
+    def sequences(self, table: SiteTable, ptms: dict[str, str] | None = None) -> list[tuple[str, list[int]]]:
+        """``(protein or fragment id, token ids)`` of every protein of ``table`` (its labelled
+        positives written as the model's modified-residue tokens; ``ptms`` maps a multi-task
+        table's task names to PTM names) and of every fragment that has no protein."""
+
+    @classmethod
+    @abstractmethod
+    def token_groups(cls) -> dict[str, list[int]]:
+        """Named sets of token ids; ``"special"`` (never masked) is required."""
+
+    @abstractmethod
+    def forward(
+        self, ids: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    # -- what zero-shot scanning (``ptmkit ptm-scan``) and the features need; optional
+    def residue_ids(self, sequence: str) -> tuple[list[int], int]:
+        """An unmodified protein's token ids and the index of its first residue in them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot write plain residue sequences")
+
+    @classmethod
+    def ptm_tokens(cls) -> dict[str, str]:
+        """Modified-residue token -> the residue letter it modifies (empty: no PTM tokens)."""
+        return {}
+
+    @classmethod
+    def ptm_token(cls, ptm: str, residue: str) -> str:
+        """The token of a source's PTM type on ``residue`` (an error naming the mapping if none)."""
+        raise NotImplementedError(f"{cls.__name__} has no PTM tokens")
+
+    @classmethod
+    def load_file(cls, path: Path) -> LanguageModel:
+        """A checkpoint file in the model's own published layout (not a ptmkit package)."""
+        raise NotImplementedError(f"{cls.__name__} reads ptmkit packages only, not {path}")

@@ -919,31 +919,13 @@ def _parse_tasks(
     return out
 
 
-def parse(
-    raw: dict[str, Any],
-    registry: Registry,
-    *,
-    path: Path | None = None,
-    locations: dict[Key, str] | None = None,
-    lenient_source: bool = False,
-) -> Recipe:
-    """Validate a resolved recipe mapping against the core schema and every plugin's config.
-
-    ``lenient_source``: a source that does not resolve here (its reader or dataset plugin is not
-    installed) leaves ``Recipe.source`` None instead of failing: a packaged model is scored
-    without reading its training data, so it must load where its reader is missing.
-    """
-    locate = _Locator(locations or {})
-    unknown = [k for k in raw if k not in TOP_LEVEL]
-    if unknown:
-        raise RecipeError(
-            f"{locate((unknown[0],))}: unknown section {unknown[0]!r}; sections are {', '.join(TOP_LEVEL)}"
-        )
-    locate.missing = missing_distributions(raw.get("requires"), locate)
-    for section in ("data", "features", "model"):
-        if section not in raw:
-            raise RecipeError(f"{path or 'recipe'}: missing section {section!r}")
-    data = _validate_section(DataSection, raw["data"], ("data",), locate)
+def parse_data(
+    raw: Any, registry: Registry, locate: _Locator, *, lenient_source: bool = False
+) -> tuple[DataSection, SourceUse | None, dict[str, SourceUse]]:
+    """The ``data:`` section validated, with its source or tasks resolved (what a training
+    recipe and a pretraining recipe share); window and residues are checked before any data is
+    read."""
+    data = _validate_section(DataSection, raw, ("data",), locate)
     if data.window is not None:  # caught here, before any data is read: a window needs a centre
         _check_window(data.window, locate(("data", "window")))
     if data.residues is not None:  # "" is no filter, as before
@@ -972,6 +954,39 @@ def parse(
             f"{preset.window}-residue fragments {preset.name} holds; "
             f"choose a window of at most {preset.window}"
         )
+    return data, source, tasks
+
+
+def parse(
+    raw: dict[str, Any],
+    registry: Registry,
+    *,
+    path: Path | None = None,
+    locations: dict[Key, str] | None = None,
+    lenient_source: bool = False,
+) -> Recipe:
+    """Validate a resolved recipe mapping against the core schema and every plugin's config.
+
+    ``lenient_source``: a source that does not resolve here (its reader or dataset plugin is not
+    installed) leaves ``Recipe.source`` None instead of failing: a packaged model is scored
+    without reading its training data, so it must load where its reader is missing.
+    """
+    locate = _Locator(locations or {})
+    if raw.get("kind") == "pretrain":
+        raise RecipeError(
+            f"{locate(('kind',))}: a language-model pretraining recipe (kind: pretrain); run it with "
+            "ptmkit pretrain (ptmkit validate checks it too)"
+        )
+    unknown = [k for k in raw if k not in TOP_LEVEL]
+    if unknown:
+        raise RecipeError(
+            f"{locate((unknown[0],))}: unknown section {unknown[0]!r}; sections are {', '.join(TOP_LEVEL)}"
+        )
+    locate.missing = missing_distributions(raw.get("requires"), locate)
+    for section in ("data", "features", "model"):
+        if section not in raw:
+            raise RecipeError(f"{path or 'recipe'}: missing section {section!r}")
+    data, source, tasks = parse_data(raw["data"], registry, locate, lenient_source=lenient_source)
     train = _validate_section(TrainSection, raw.get("train"), ("train",), locate)
     _check_task_options(data, train, locate)
     tracking = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)

@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "backbone": "sequence encoder [N, W, D] -> [N, W, D']",
     "head": "pooling + classifier -> logits [N, tasks]",
     "loss": "(outputs, labels) -> scalar",
+    "language_model": "token ids [N, L] -> hidden states [N, L, D] and vocabulary logits; ptmkit pretrain",
     "dataset": "a named collection of dataset presets: reader, files, reference numbers",
 }
 #: Kinds that are nodes of the model graph; they share one namespace so a node ``type`` is
@@ -144,6 +145,9 @@ class Register:
     def dataset(self, name: str, *, aliases: Iterable[str] = ()) -> Callable[[T], T]:
         return self("dataset", name, aliases=aliases)
 
+    def language_model(self, name: str, *, aliases: Iterable[str] = ()) -> Callable[[T], T]:
+        return self("language_model", name, aliases=aliases)
+
 
 #: The registration decorators (exported as ``ptmkit.api.register``).
 register = Register()
@@ -167,6 +171,7 @@ def _base(kind: str) -> type | None:
         "backbone": graph,
         "head": api.Head,
         "loss": api.Loss,
+        "language_model": api.LanguageModel,
     }[kind]
 
 

@@ -79,7 +79,8 @@ class MlflowTracker:
     store lock, heartbeats while it runs, and FAILED/KILLED with ``ptmkit.error`` on the way out.
 
     ``nested`` nests under the active run of this process (a sweep), ``parent_run_id`` under a
-    run started by another process (benchmark suite workers).
+    run started by another process (benchmark suite workers); ``resume_run_id`` reopens an ended
+    run (a resumed pretraining) instead of starting one.
 
     SIGINT/SIGTERM are held back while a write to the store runs (milliseconds for a tag, param,
     metric or heartbeat; seconds for the packaged model), then delivered: a signal landing inside
@@ -88,9 +89,15 @@ class MlflowTracker:
     """
 
     def __init__(
-        self, config: TrackingSection, *, nested: bool = False, parent_run_id: str | None = None
+        self,
+        config: TrackingSection,
+        *,
+        nested: bool = False,
+        parent_run_id: str | None = None,
+        resume_run_id: str | None = None,
     ) -> None:
         self.config = config
+        self.resume_run_id = resume_run_id
         self.nested = nested
         self.parent_run_id = parent_run_id
         self.run_id = ""
@@ -115,8 +122,9 @@ class MlflowTracker:
                 with tracking.deferred_signals():
                     active = stack.enter_context(
                         mlflow.start_run(
-                            experiment_id=self.experiment_id,
-                            run_name=run_name,
+                            run_id=self.resume_run_id,
+                            experiment_id=None if self.resume_run_id else self.experiment_id,
+                            run_name=None if self.resume_run_id else run_name,
                             nested=self.nested,
                             parent_run_id=self.parent_run_id,
                         )

@@ -125,7 +125,7 @@ def test_plugins_list_and_validate(store):
     rows = [line.split() for line in proc.stdout.splitlines()[2:]]
     assert ["feature", "onehot", "ptmkit", "0.1.0"] in [r[:4] for r in rows]
     kinds = {r[0] for r in rows}
-    assert kinds == {"reader", "feature", "fusion", "backbone", "head", "loss", "dataset"}
+    assert kinds == {"reader", "feature", "fusion", "backbone", "head", "loss", "dataset", "language_model"}
     proc = subprocess.run(
         ["ptmkit", "validate", str(ROOT / "experiments/quickstart.yaml")],
         capture_output=True,

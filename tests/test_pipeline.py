@@ -101,9 +101,12 @@ def test_validate_prints_the_source_and_the_filled_recipe(tmp_path: Path, capsys
 def test_filled_recipe_is_a_fixed_point(path: Path) -> None:
     """Parsing a filled recipe gives the same filled recipe and hash: what a package holds
     rebuilds the very recipe that was run."""
-    recipe = recipes.load(path)
+    from ptmkit import pretrain
+
+    kind = pretrain if "kind: pretrain" in path.read_text() else recipes
+    recipe = kind.load(path)
     filled = recipe.filled()
-    again = recipes.parse(yaml.safe_load(recipe.to_yaml()), get_registry())
+    again = kind.parse(yaml.safe_load(recipe.to_yaml()), get_registry())
     assert again.filled() == filled
     assert again.digest() == recipe.digest()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .musitedeep import MusiteDeep
 from .uniptms import UniPTMs
 
-__all__ = ["UniPTMs"]
+__all__ = ["MusiteDeep", "UniPTMs"]

@@ -8,5 +8,17 @@ from .onehot import OneHot
 from .physchem import AAindex
 from .plm import Ember2, Esm2, HFEncoder, ProtT5
 from .pseaac import PseAAC
+from .residue_ids import ResidueIds
 
-__all__ = ["AAindex", "Blosum62", "EAAC", "Ember2", "Esm2", "HFEncoder", "OneHot", "ProtT5", "PseAAC"]
+__all__ = [
+    "AAindex",
+    "Blosum62",
+    "EAAC",
+    "Ember2",
+    "Esm2",
+    "HFEncoder",
+    "OneHot",
+    "ProtT5",
+    "PseAAC",
+    "ResidueIds",
+]

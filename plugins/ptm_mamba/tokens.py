@@ -47,6 +47,8 @@ PTMS = (
     "<S-geranylgeranyl cysteine>",
     "<4-carboxyglutamate>",
 )
+#: PTM token -> the residue it modifies (from the UniProt names)
+TOKEN_RESIDUE: dict[str, str] = dict(zip(PTMS, "NQSTAMKYCKSKKCSYTRGPRQDCE", strict=True))
 #: id -> token, PTM-Mamba's order (59 ids)
 VOCAB: tuple[str, ...] = (*SPECIALS, *RESIDUES, PTM_MARKER, *PTMS)
 IDS: dict[str, int] = {t: i for i, t in enumerate(VOCAB)}
