@@ -680,6 +680,23 @@ FORMAT_ARG: dict[str, Any] = {
 }
 
 
+def masked_pass_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--context`` and ``--spacing``: how zero-shot scoring forms its masked passes."""
+    p.add_argument(
+        "--context",
+        type=_int_in(8),
+        default=1024,
+        help=f"{prefix}tokens per pass (default 1024); longer proteins are chunked",
+    )
+    p.add_argument(
+        "--spacing",
+        type=_int_in(0),
+        default=0,
+        help=f"{prefix}mask residues at least this far apart in one pass (faster; 0, default: one per "
+        "pass, exact)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ptmkit", description="Compose, train and compare PTM site predictors.")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -913,15 +930,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--ptm", help="zero-shot, a file source: the PTM type its sites are (e.g. succinylation)")
     ev.add_argument("--residues", help="zero-shot: the candidate residues (a file source: required, e.g. K)")
-    ev.add_argument(
-        "--context", type=_int_in(8), default=1024, help="zero-shot: tokens per pass (default 1024)"
-    )
-    ev.add_argument(
-        "--spacing",
-        type=_int_in(0),
-        default=0,
-        help="zero-shot: mask sites at least this far apart in one pass (0, default: one per pass, exact)",
-    )
+    masked_pass_args(ev, "zero-shot: ")
     ev.set_defaults(func=cmd_evaluate)
 
     zs = sub.add_parser(
@@ -941,15 +950,7 @@ def parser() -> argparse.ArgumentParser:
     zs.add_argument(
         "--type", help="the language-model plugin of a checkpoint file (when several are installed)"
     )
-    zs.add_argument(
-        "--context", type=_int_in(8), default=1024, help="tokens per pass; longer proteins are chunked"
-    )
-    zs.add_argument(
-        "--spacing",
-        type=_int_in(0),
-        default=0,
-        help="mask residues at least this far apart in one pass (faster; 0, default: one per pass, exact)",
-    )
+    masked_pass_args(zs)
     zs.add_argument("--batch-tokens", type=_int_in(16), default=16384, help="padded tokens per batch")
     zs.add_argument("--threads", type=_int_in(1), help="torch CPU threads")
     zs.add_argument("--device", default="cpu", help="cpu, cuda, mps")

@@ -19,7 +19,6 @@ checkpointed atomically every ``train.checkpoint_every`` steps and when a signal
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -49,11 +48,10 @@ from .recipe import (
     _plugin_use,
     _Strict,
     _validate_section,
-    apply_override,
     flatten,
-    load_with_extends,
     missing_distributions,
     parse_data,
+    resolve_file,
 )
 from .registry import Registry
 from .sitetable import SiteTable
@@ -249,10 +247,7 @@ def load(
     from .hooks import get_registry
 
     path = Path(path)
-    data, locations = load_with_extends(path)
-    data = copy.deepcopy(data)
-    for item in overrides or []:
-        apply_override(data, item, locations)
+    data, locations = resolve_file(path, overrides)
     return parse(data, registry or get_registry(), path=path.resolve(), locations=locations)
 
 
@@ -392,8 +387,17 @@ class Tally:
     correct: dict[str, int] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
 
-    def add(self, logits: torch.Tensor, targets: torch.Tensor, groups: dict[str, torch.Tensor]) -> None:
-        self.loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+    def add(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        groups: dict[str, torch.Tensor],
+        loss: float | None = None,
+    ) -> None:
+        """``loss``: the batch's mean cross-entropy when the caller has it (the training step)."""
+        if loss is None:
+            loss = float(F.cross_entropy(logits.float(), targets))
+        self.loss += loss * len(targets)
         self.count += len(targets)
         right = logits.argmax(-1) == targets
         for name, member in groups.items():
@@ -541,7 +545,6 @@ def pretrain(
     if tracker is None:
         tracker = MlflowTracker(recipe.tracking, resume_run_id=state.run_id or None)
     parameters = sum(p.numel() for p in model.parameters())
-    started = time.perf_counter()
 
     def checkpoint() -> None:
         with tracking.deferred_signals():
@@ -568,9 +571,7 @@ def pretrain(
             tracker.log_metrics(corpus.counts(), step=0)
         else:
             tracker.set_tags({"ptmkit.resumed_at_step": str(state.step)})
-        stopped_by = _train(
-            recipe, model, optimizer, corpus, groups, state, tracker, device, checkpoint, started
-        )
+        stopped_by = _train(recipe, model, optimizer, corpus, groups, state, tracker, device, checkpoint)
         tracker.phase("the final validation")
         final = (
             evaluate(model, corpus.tokens["valid"], recipe, groups, device) if corpus.tokens["valid"] else {}
@@ -644,7 +645,6 @@ def _train(
     tracker: Tracker,
     device: torch.device,
     checkpoint: Any,
-    started: float,
 ) -> str:
     """The step loop; returns what stopped it (steps, epochs, minutes). A signal checkpoints
     the last finished step before it unwinds (the run then ends KILLED)."""
@@ -666,6 +666,7 @@ def _train(
                 tracker.phase(f"step {state.step + 1} (epoch {state.epoch + 1})")
                 t0 = time.perf_counter()
                 ids = pad([seqs[i] for i in batches[index]], model.pad_id)
+                real = int((ids != model.pad_id).sum())
                 inputs, masked = mask_tokens(
                     ids,
                     groups,
@@ -688,7 +689,7 @@ def _train(
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     with torch.no_grad():
-                        tally.add(picked.detach().cpu(), targets.cpu(), groups)
+                        tally.add(picked.detach().cpu(), targets.cpu(), groups, float(loss))
                 else:
                     loss = None
                 with tracking.deferred_signals():  # the step and its bookkeeping land together
@@ -696,9 +697,9 @@ def _train(
                         optimizer.step()
                     state.step += 1
                     state.batch = index + 1
-                    state.tokens += int((ids != model.pad_id).sum())
+                    state.tokens += real
                     state.elapsed += time.perf_counter() - t0
-                window_tokens += int((ids != model.pad_id).sum())
+                window_tokens += real
                 bar.update(1)
                 if state.step % cfg.log_every == 0 and tally.count:
                     seconds = time.perf_counter() - window_start

@@ -1078,13 +1078,20 @@ def _default_loss(nodes: dict[str, PluginUse], output: Any) -> list[dict[str, An
 API1_DEFAULT_LOSS = "bce"
 
 
+def resolve_file(path: Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], dict[Key, str]]:
+    """A recipe file's mapping with ``extends`` merged and ``--set`` overrides applied, and where
+    every key was written (what both recipe kinds validate)."""
+    data, locations = load_with_extends(path)
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        apply_override(data, item, locations)
+    return data, locations
+
+
 def load(path: str | Path, overrides: list[str] | None = None, registry: Registry | None = None) -> Recipe:
     """Load, merge (``extends``), override (``--set``) and validate a recipe file."""
     from .hooks import get_registry
 
     path = Path(path)
-    data, locations = load_with_extends(path)
-    data = copy.deepcopy(data)
-    for item in overrides or []:
-        apply_override(data, item, locations)
+    data, locations = resolve_file(path, overrides)
     return parse(data, registry or get_registry(), path=path.resolve(), locations=locations)

@@ -204,9 +204,10 @@ def table_scores(
         pid = str(row.protein_id)
         if pd.notna(row.position) and pid in table.proteins:
             seq, position = table.proteins[pid], int(row.position) - 1
-            key = keys.setdefault(pid, len(keys))
-            if key == len(seqs):
+            if pid not in keys:
+                keys[pid] = len(seqs)
                 seqs.append(seq)
+            key = keys[pid]
         else:
             window = str(row.window)
             half = len(window) // 2

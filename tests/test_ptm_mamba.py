@@ -490,3 +490,23 @@ def test_the_encoder_node_trains_only_its_last_layers_when_told(tmp_path: Path) 
     assert not any("_layers.0." in n or "hidden_fc.0." in n or "embedding" in n for n in changed)
     out = node([ids], mask)
     assert out.shape == (4, 11, 16) and torch.all(out[0, 8:] == 0)  # padding stays zero
+
+
+def test_zero_shot_scores_of_a_table_mixing_fragments_and_proteins_read_each_row_in_its_own_sequence() -> (
+    None
+):
+    from ptmkit import zero_shot
+    from ptmkit.sitetable import SiteTable
+
+    protein = "MKSLLWAKTTAAAKWLKPE"
+    base = {"label": 0, "task": "succinylation", "split": "test", "origin": "t:1"}
+    fragment = {"protein_id": "frag1", "position": None, "residue": "K", "window": "--AWKLL", **base}
+    whole = {"protein_id": "P1", "position": 8, "residue": "K", "window": "LLWAKTT", **base}
+    model = _tiny()
+    mixed = SiteTable.from_records([fragment, whole], proteins={"P1": protein})
+    alone_fragment = SiteTable.from_records([fragment])
+    alone_whole = SiteTable.from_records([whole], proteins={"P1": protein})
+    scores, names = zero_shot.table_scores(model, mixed, "succinylation")
+    assert names == ["<N6-succinyllysine>"] * 2
+    assert scores[0] == pytest.approx(zero_shot.table_scores(model, alone_fragment, "succinylation")[0][0])
+    assert scores[1] == pytest.approx(zero_shot.table_scores(model, alone_whole, "succinylation")[0][0])

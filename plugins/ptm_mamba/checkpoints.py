@@ -43,13 +43,19 @@ def _refusal(path: Path, exc: BaseException) -> PtmkitError:
     )
 
 
-def read(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's plain content (``torch.load(weights_only=True)``), or a one-line refusal."""
+def read(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's plain content (``torch.load(weights_only=True)``), or a one-line refusal.
+    ``mmap``: map the tensors instead of reading them (to look at shapes only)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise PtmkitError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as exc:  # mmap needs the zip format; older files are read whole
+            if not (mmap and "mmap" in str(exc)):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _refusal(path, exc) from None
     except RuntimeError as exc:
@@ -134,10 +140,8 @@ def _check_against(config: PtmMamba.Config, given: Any, where: str) -> None:
         )
 
 
-def load_released(path: str | Path, **overrides: Any) -> PtmMamba:
-    """A released (or released-layout) PTM-Mamba checkpoint as a :class:`PtmMamba` in eval mode.
-
-    ``overrides`` set config fields that are not in the weights (``impl``, ``chunk``)."""
+def load_released(path: str | Path) -> PtmMamba:
+    """A released (or released-layout) PTM-Mamba checkpoint as a :class:`PtmMamba` in eval mode."""
     path = Path(path).expanduser()
     data = read(path)
     state = data.get("model", data)
@@ -147,8 +151,6 @@ def load_released(path: str | Path, **overrides: Any) -> PtmMamba:
     state = {k: v for k, v in state.items() if not UNUSED.search(k)}
     config = infer_config(state, str(path))
     _check_against(config, data.get("config"), str(path))
-    if overrides:
-        config = config.model_copy(update=overrides)
     model = PtmMamba(config)
     head = state.get("lm_head.weight")
     if head is not None and not torch.equal(head, state["backbone.embedding.weight"]):
@@ -164,20 +166,12 @@ def load_released(path: str | Path, **overrides: Any) -> PtmMamba:
     return model.eval()
 
 
-def load(spec: str | Path, *, tracking_uri: str | None = None, **overrides: Any) -> PtmMamba:
-    """A ptmkit package (folder or run id: ``ptmkit.language_models``) or a released checkpoint
-    file; the one loader the feature, the node and ``ptm-scan`` use."""
+def load(spec: str | Path, *, tracking_uri: str | None = None) -> PtmMamba:
+    """A ptmkit package (folder or run id) or a released checkpoint file, through
+    ``ptmkit.language_models.load``; anything but a PTM-Mamba is refused."""
     from ptmkit import language_models
 
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return load_released(path, **overrides)
-    model = language_models.load(spec, tracking_uri=tracking_uri)
+    model = language_models.load(spec, tracking_uri=tracking_uri, kind="ptm_mamba")
     if not isinstance(model, PtmMamba):
         raise PtmkitError(f"{spec}: a {type(model).__name__} package, not a PTM-Mamba")
-    if overrides:
-        model.config = model.config.model_copy(update=overrides)
-        for m in model.modules():
-            if hasattr(m, "impl") and "impl" in overrides:
-                m.impl = overrides["impl"]
     return model

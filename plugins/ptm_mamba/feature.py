@@ -11,7 +11,7 @@ an ESM-2 branch reads zeros as its context here, as the published code does with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -89,17 +89,15 @@ class PtmMambaFeature(PlmFeature):
 
     config: Config
 
-    def _meta(self) -> dict[str, Any]:
+    def _declared_dim(self) -> int:
+        """d_model from the package's config or the checkpoint's shapes (memory-mapped: the
+        weights are read once, when the model is loaded)."""
         spec = self.config.model
         if Path(spec).expanduser().is_file():
-            return {
-                "d_model": checkpoints.infer_config(checkpoints.read(spec).get("model", {}), spec).d_model
-            }
+            data = checkpoints.read(spec, mmap=True)
+            return checkpoints.infer_config(data.get("model", data), spec).d_model
         folder = language_models.resolve(spec, tracking_uri=self.config.tracking_uri)
-        return {"d_model": language_models.read_config(folder)["config"]["d_model"], "folder": folder}
-
-    def _declared_dim(self) -> int:
-        return int(self._meta()["d_model"])
+        return int(language_models.read_config(folder)["config"]["d_model"])
 
     def _source_id(self) -> str:
         spec = self.config.model
