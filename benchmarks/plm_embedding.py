@@ -27,36 +27,9 @@ from pathlib import Path
 import torch
 
 from ptmkit import embcache
+from ptmkit.testing import save_tiny_esm2
 
-ESM_TOKENS = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-", "<null_1>", "<mask>"]
 AA = "ACDEFGHIKLMNPQRSTVWY"
-
-
-def tiny_esm2(folder: Path, hidden: int, layers: int, heads: int) -> Path:
-    """Save a random ESM-2 with ``save_pretrained`` (weights, config, tokenizer) in ``folder``."""
-    import transformers
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(ESM_TOKENS) + "\n")
-    config = transformers.EsmConfig(
-        vocab_size=len(ESM_TOKENS),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=1026,
-        position_embedding_type="rotary",
-        pad_token_id=1,
-        mask_token_id=32,
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        layer_norm_eps=1e-5,
-    )
-    torch.manual_seed(0)
-    transformers.EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
-    transformers.EsmTokenizer(str(vocab)).save_pretrained(folder)
-    return folder
 
 
 def timed(fn, runs: int) -> float:
@@ -91,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     residues = sum(map(len, seqs))
     with tempfile.TemporaryDirectory() as tmp:
-        model = tiny_esm2(Path(tmp) / "esm2_tiny", args.hidden, args.layers, args.heads)
+        model = save_tiny_esm2(
+            Path(tmp) / "esm2_tiny", hidden=args.hidden, layers=args.layers, heads=args.heads
+        )
         common = {"model": str(model), "device": "cpu", "progress": False, "batch_tokens": args.batch_tokens}
         plain = Esm2(Esm2.Config(cache=False, **common))
         plain.runner()  # load once, outside the timings

@@ -236,6 +236,12 @@ def _validate_pretrain(args: argparse.Namespace) -> int:
         f"model: {recipe.model.spec.name}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{len(model.vocab)} tokens ({groups}); masking {recipe.masking.model_dump()}"
     )
+    if recipe.context is not None:
+        spec = recipe.context_spec() or {}
+        print(
+            f"context: {spec.get('type')} {spec.get('model', '')} (frozen, {model.context_dim} per residue; "
+            "masked and modified residues hidden from it)"
+        )
     if args.filled:
         print("\nfilled recipe (every default written out):")
         print(recipe.to_yaml(), end="")

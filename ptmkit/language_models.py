@@ -4,6 +4,10 @@ What ``ptmkit pretrain`` writes and what features and scanners load. No pickle a
 weights are safetensors, the config is JSON naming the registered ``language_model`` plugin and
 its validated config, so a package can be opened from anyone without running their code.
 ``load`` also takes an MLflow run id (``runs:/<id>`` or the bare id) whose run logged a package.
+
+A model with a context branch (PTM-Mamba's ESM-2 input) records the feature that fed it in
+pretraining (``"context": {"type": ..., ...}``); ``load`` rebuilds it, so every later use (the
+feature, zero-shot scanning) reads the same context through :func:`context_batch`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .errors import PtmkitError
-from .plugin_api import LanguageModel
+from .plugin_api import Feature, LanguageModel
 
 FORMAT = "ptmkit-lm/1"
 CONFIG = "config.json"
@@ -44,6 +49,7 @@ def save(model: LanguageModel, folder: Path, *, name: str, info: dict[str, Any] 
             "config": model.config.model_dump(mode="json"),
             "vocab": list(model.vocab),
             "parameters": sum(p.numel() for p in model.parameters()),
+            **({"context": model.context_spec} if model.context_feature is not None else {}),
             **(info or {}),
         }
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -164,7 +170,79 @@ def load(
             f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     model.package_info = meta  # type: ignore[attr-defined]
+    if meta.get("context"):
+        where = f"{folder / CONFIG}: context"
+        attach_context(model, build_context(meta["context"], registry, where=where), meta["context"])
     return model.eval()
+
+
+# ---------------------------------------------------------------------------- context branch
+def build_context(spec: dict[str, Any], registry: Any = None, *, where: str = "context") -> Feature:
+    """The feature a ``{"type": name, **config}`` mapping names (a package's recorded context,
+    or a ``context:`` option), validated by its plugin's config."""
+    from pydantic import ValidationError
+
+    from .hooks import get_registry
+
+    registry = registry or get_registry()
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise PtmkitError(f"{where}: give a feature as a mapping with `type` (e.g. type: esm2), got {spec!r}")
+    options = {k: v for k, v in spec.items() if k != "type"}
+    plugin = registry.get("feature", str(spec["type"]))
+    try:
+        config = plugin.obj.Config.model_validate(options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "type"
+        raise PtmkitError(f"{where}: {plugin.name}.{key}: {err['msg']}") from None
+    return plugin.obj(config)
+
+
+def attach_context(
+    model: LanguageModel, feature: Feature | None, spec: dict[str, Any] | None = None
+) -> LanguageModel:
+    """Make ``feature`` (built from ``spec``, the ``{"type": ..., **config}`` a package records)
+    the model's context. Its size must be the branch's ``context_dim``; a feature that learns
+    state cannot serve (nothing would fit it)."""
+    if feature is None:
+        model.context_feature, model.context_spec = None, None
+        return model
+    name = (spec or {}).get("type", type(feature).__name__)
+    want = model.context_dim
+    if not want:
+        raise PtmkitError(
+            f"{type(model).__name__} has no context branch (context_dim null): it takes no context feature"
+        )
+    if getattr(feature, "stateful", False):
+        raise PtmkitError(f"{name}: a feature that learns state cannot be a context")
+    if spec is None:
+        raise PtmkitError(f"{name}: give the context's spec ({{'type': ..., **config}}) to record it")
+    if feature.dim != want:
+        raise PtmkitError(
+            f"context feature {name} gives {feature.dim} features per residue; "
+            f"the model's context branch takes context_dim {want}"
+        )
+    model.context_feature, model.context_spec = feature, dict(spec)
+    return model
+
+
+def context_batch(model: LanguageModel, ids: torch.Tensor) -> torch.Tensor | None:
+    """The context ``[N, L, context_dim]`` (float32, on ``ids``' device) of a batch of token ids:
+    the model's context feature run on each sequence's residues with the hidden ones concealed
+    (``LanguageModel.context_view``); zeros at tokens that are not residues. None without a
+    context feature (a gated model then reads zeros)."""
+    feature = model.context_feature
+    if feature is None:
+        return None
+    views = [model.context_view(row) for row in ids.detach().cpu().tolist()]
+    rows = [b for b, v in enumerate(views) if v[0]]
+    vectors = feature.context(
+        [views[b][0] for b in rows], [np.asarray(views[b][2], dtype=bool) for b in rows]
+    )
+    out = torch.zeros((*ids.shape, feature.dim), dtype=torch.float32)
+    for b, vec in zip(rows, vectors, strict=True):
+        out[b, views[b][1]] = torch.as_tensor(np.asarray(vec, dtype=np.float32))
+    return out.to(ids.device)
 
 
 def param_counts(model: torch.nn.Module) -> dict[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
@@ -21,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import nn
 
 from .errors import PtmkitError
-from .sitetable import SiteTable
+from .sitetable import SiteTable, windows_at
 
 
 def _positive_odd(value: int) -> int:
@@ -145,6 +146,37 @@ class Feature(ABC):
     def encode(self, table: SiteTable) -> torch.Tensor:
         """Encode every row of ``table`` to [N, W, dim] float32."""
 
+    def context(self, sequences: Sequence[str], hidden: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """float32 ``[len, dim]`` per whole sequence with the ``hidden`` positions (bool per
+        residue) concealed: what a language model's context branch reads (PTM-Mamba's ESM-2
+        input, where masked and modified residues are hidden). Language-model features override
+        it to write their mask token; this default writes ``X`` (an unknown residue) there and
+        encodes each sequence as one window that covers it."""
+        out = []
+        for i, (seq, hide) in enumerate(zip(sequences, hidden, strict=True)):
+            letters = np.frombuffer(seq.encode("ascii"), dtype="S1").copy()
+            letters[np.asarray(hide, dtype=bool)] = b"X"
+            text = letters.tobytes().decode("ascii")
+            width = len(text) | 1
+            centre = (len(text) + 1) // 2
+            table = SiteTable.from_records(
+                [
+                    {
+                        "protein_id": f"context{i}",
+                        "position": centre,
+                        "residue": text[centre - 1],
+                        "window": windows_at(text, (centre,), width)[0],
+                        "label": 0,
+                        "task": "context",
+                        "split": "unsplit",
+                        "origin": "context",
+                    }
+                ]
+            )
+            first = width // 2 - (centre - 1)  # the window column of the first residue
+            out.append(self.encode(table)[0, first : first + len(text)].numpy())
+        return out
+
     def cache_key(self) -> str:
         """name + params + version: equal keys promise equal outputs."""
         payload = json.dumps(
@@ -239,13 +271,18 @@ class LanguageModel(nn.Module):
     ids: masking never picks ``"special"``; every other group can be masked whole
     (``masking.always``) and gets its own masked-token accuracy. ``forward(ids, context)`` returns
     hidden states ``[N, L, D]`` and logits ``[N, L, V]``; ``context`` ``[N, L, context_dim]`` is an
-    optional per-token input (PTM-Mamba's ESM-2 branch). Padding (``pad_id``) is never read.
+    optional per-token input (PTM-Mamba's ESM-2 branch), computed from ``context_feature`` by
+    ``language_models.context_batch``. Padding (``pad_id``) is never read.
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
     vocab: ClassVar[tuple[str, ...]] = ()
     pad_id: ClassVar[int] = 0
     mask_id: ClassVar[int] = 0
+    #: The feature that feeds the context branch (set by ``ptmkit pretrain`` and the package
+    #: loader, ``language_models.attach_context``); None: the branch reads zeros.
+    context_feature: Feature | None = None
+    context_spec: dict[str, object] | None = None
 
     def __init__(self, config: PluginConfig) -> None:
         super().__init__()
@@ -278,6 +315,12 @@ class LanguageModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     # -- what zero-shot scanning (``ptmkit ptm-scan``) and the features need; optional
+    def context_view(self, ids: Sequence[int]) -> tuple[str, list[int], list[bool]]:
+        """What a context feature reads of a token sequence: the residue letters, the index of
+        each one's token, and whether it is hidden (masked, or a modified residue whose token
+        the language model is asked about). Needed by models with a context branch."""
+        raise NotImplementedError(f"{type(self).__name__} has no context branch")
+
     def residue_ids(self, sequence: str) -> tuple[list[int], int]:
         """An unmodified protein's token ids and the index of its first residue in them."""
         raise NotImplementedError(f"{type(self).__name__} cannot write plain residue sequences")

@@ -24,10 +24,11 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -58,7 +59,7 @@ from .sitetable import SiteTable
 from .trackers import MlflowTracker, Tracker
 from .train import lr_factor, pick_device, save_atomic
 
-TOP_LEVEL = ("name", "requires", "data", "model", "masking", "train", "tracking")
+TOP_LEVEL = ("name", "requires", "data", "model", "context", "masking", "train", "tracking")
 STATE = "state.pt"
 #: ``train`` keys a resumed run may change (how long it runs, how often it logs), not what it learns.
 BUDGET_KEYS = ("steps", "epochs", "minutes", "eval_every", "checkpoint_every", "log_every", "progress")
@@ -140,6 +141,13 @@ class PretrainRecipe:
     source: SourceUse | None = None
     tasks: dict[str, SourceUse] = field(default_factory=dict)
     requires: list[str] = field(default_factory=list)
+    context: PluginUse | None = None  # the per-residue feature feeding the model's context branch
+
+    def context_spec(self) -> dict[str, Any] | None:
+        """The context feature as the mapping the package records (``type`` + its config)."""
+        if self.context is None:
+            return None
+        return {"type": self.context.spec.name, **self.context.config.model_dump(mode="json")}
 
     @property
     def base_dir(self) -> Path:
@@ -161,6 +169,10 @@ class PretrainRecipe:
         out.update(
             data=data,
             model={"type": self.model.spec.name, **self.model.config.model_dump(mode="json")},
+        )
+        if self.context is not None:
+            out["context"] = self.context_spec()
+        out.update(
             masking=self.masking.model_dump(mode="json"),
             train=self.train.model_dump(mode="json"),
             tracking=self.tracking.model_dump(mode="json"),
@@ -217,11 +229,15 @@ def parse(
         )
     train = _validate_section(PretrainSection, raw.get("train"), ("train",), locate)
     tracking_ = _validate_section(TrackingSection, raw.get("tracking"), ("tracking",), locate)
-    if getattr(model.config, "context_dim", None):
+    context = None
+    if raw.get("context") is not None:
+        context = _plugin_use(registry, "feature", raw["context"], ("context",), locate, set())
+        model = _with_context_dim(model, context, locate)
+    elif getattr(model.config, "context_dim", None):
         raise RecipeError(
-            f"{locate(('model', 'context_dim'))}: pretraining with a context branch needs the context "
-            "model's per-token features of every masked batch, which ptmkit pretrain does not compute yet; "
-            "pretrain without it (context_dim: null)"
+            f"{locate(('model', 'context_dim'))}: a context branch of {model.config.context_dim} features "
+            "needs the feature that feeds it: add a `context:` section (e.g. type: esm2, model: "
+            "facebook/esm2_t33_650M_UR50D), or pretrain without the branch (context_dim: null)"
         )
     name = str(raw.get("name") or (path.stem if path else "pretrain"))
     return PretrainRecipe(
@@ -237,7 +253,35 @@ def parse(
         source=source,
         tasks=tasks,
         requires=list(raw.get("requires") or []),
+        context=context,
     )
+
+
+def _with_context_dim(model: PluginUse, context: PluginUse, locate: _Locator) -> PluginUse:
+    """The model use with ``context_dim`` filled from the context feature's size (or checked
+    against it when the recipe gives one)."""
+    if "context_dim" not in type(model.config).model_fields:
+        raise RecipeError(
+            f"{locate(('context',))}: {model.spec.name} has no context branch (no context_dim), so it "
+            "takes no context feature"
+        )
+    if getattr(context.spec.obj, "stateful", False):
+        raise RecipeError(
+            f"{locate(('context', 'type'))}: {context.spec.name} learns state; a context cannot"
+        )
+    try:
+        dim = context.build().dim
+    except PtmkitError as exc:
+        raise RecipeError(f"{locate(('context',))}: {exc}") from None
+    given = model.config.context_dim
+    if given is None:
+        return replace(model, config=model.config.model_copy(update={"context_dim": dim}))
+    if given != dim:
+        raise RecipeError(
+            f"{locate(('model', 'context_dim'))}: context_dim {given}, but the context feature "
+            f"{context.spec.name} gives {dim} features per residue"
+        )
+    return model
 
 
 def load(
@@ -443,7 +487,8 @@ def evaluate(
             inputs, masked = mask_tokens(ids, groups, recipe.masking, model.pad_id, model.mask_id, gen)
             if not masked.any():
                 continue
-            _, logits = model(inputs.to(device))
+            inputs = inputs.to(device)
+            _, logits = model(inputs, language_models.context_batch(model, inputs))
             tally.add(logits[masked.to(device)].cpu(), ids[masked], groups)
     model.train(was)
     return tally.metrics(prefix)
@@ -529,6 +574,10 @@ def pretrain(
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model: LanguageModel = recipe.model.build().to(device)
+    if recipe.context is not None:
+        context = recipe.context.build()
+        context.context(["M"], [np.zeros(1, dtype=bool)])  # loaded now: a missing model fails first
+        language_models.attach_context(model, context, recipe.context_spec())
     groups = group_masks(model)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, eps=cfg.eps
@@ -680,7 +729,8 @@ def _train(
                         state.step, cfg.warmup_steps, cfg.steps or 0, cfg.schedule, cfg.min_lr / cfg.lr
                     )
                 if masked.any():
-                    _, logits = model(inputs.to(device))
+                    inputs = inputs.to(device)
+                    _, logits = model(inputs, language_models.context_batch(model, inputs))
                     picked = logits[masked.to(device)]
                     targets = ids[masked].to(device)
                     loss = F.cross_entropy(picked.float(), targets)

@@ -6,7 +6,9 @@ modified-residue token there (``<Phosphoserine>`` at a serine) is the residue's 
 for that PTM (PTM-Mamba's zero-shot PTM discovery). ``spacing`` masks several candidates of one
 protein in the same pass when they are at least that many residues apart (0: one per pass,
 exact); long proteins run as overlapping chunks of ``context`` tokens, each residue read from
-the chunk where it is most central (``ptmkit.units``), as everywhere else in ptmkit.
+the chunk where it is most central (``ptmkit.units``), as everywhere else in ptmkit. A model
+with a context feature (PTM-Mamba's ESM-2) gets it on each pass, the masked residues hidden there
+too, as in pretraining.
 
 Used by ``ptmkit ptm-scan`` (a long table per residue and token) and by ``ptmkit evaluate`` on a
 language model (the scores of a labelled source's rows: AUC and AP; a zero-shot score has no
@@ -23,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import language_models
 from .alphabet import PAD
 from .errors import PtmkitError
 from .plugin_api import LanguageModel
@@ -117,7 +120,7 @@ def score(
             ids = torch.nn.utils.rnn.pad_sequence(
                 [torch.tensor(p[0]) for p in batch], batch_first=True, padding_value=model.pad_id
             ).to(device)
-            _, logits = model(ids)
+            _, logits = model(ids, language_models.context_batch(model, ids))
             probs = torch.softmax(logits.float(), dim=-1).cpu()
             for row, (_, cols) in enumerate(batch):
                 for qi, col in cols:

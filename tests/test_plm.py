@@ -34,9 +34,9 @@ from ptmkit import embcache  # noqa: E402
 from ptmkit.errors import PtmkitError  # noqa: E402
 from ptmkit.hooks import build_registry  # noqa: E402
 from ptmkit.sitetable import SiteTable, window_at  # noqa: E402
+from ptmkit.testing import ESM2_TOKENS, save_tiny_esm2  # noqa: E402
 
-#: ESM-2's vocabulary, in id order (the vocab.txt of every facebook/esm2_* repository).
-ESM_TOKENS = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-", "<null_1>", "<mask>"]
+ESM_TOKENS = list(ESM2_TOKENS)
 HIDDEN, LAYERS, HEADS = 16, 2, 2
 AA = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -86,28 +86,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("plm_models")
     assert list(esm.data.Alphabet.from_architecture("ESM-1b").all_toks) == ESM_TOKENS
     # transformers ESM-2
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(ESM_TOKENS) + "\n")
-    tok = transformers.EsmTokenizer(str(vocab))
-    config = transformers.EsmConfig(
-        vocab_size=len(ESM_TOKENS),
-        hidden_size=HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        intermediate_size=4 * HIDDEN,
-        max_position_embeddings=1026,
-        position_embedding_type="rotary",
-        pad_token_id=1,
-        mask_token_id=32,
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        layer_norm_eps=1e-5,
-    )
-    torch.manual_seed(0)
-    hf_model = transformers.EsmModel(config, add_pooling_layer=False).eval()
-    hf_dir = root / "esm2_tiny"
-    hf_model.save_pretrained(hf_dir)
-    tok.save_pretrained(hf_dir)
+    hf_dir = save_tiny_esm2(root / "esm2_tiny", hidden=HIDDEN, layers=LAYERS, heads=HEADS)
+    hf_model = transformers.EsmModel.from_pretrained(hf_dir, add_pooling_layer=False).eval()
     # the same weights as a fair-esm checkpoint (its loader reads the name, cfg and this file pair)
     state = _fair_from_hf(hf_model.state_dict())
     pt = root / "fair" / "esm2_t2_tiny.pt"

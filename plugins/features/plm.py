@@ -9,7 +9,7 @@ float16 precision, so a value is the same whether it was just computed or read b
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -206,9 +206,34 @@ class PlmFeature(Feature):
             for s in groups[p]:
                 yield s, emb
 
+    def context(self, sequences: Sequence[str], hidden: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Whole-sequence embeddings with the hidden residues given as the model's mask token
+        (computed each time: masks differ per batch); sequences without hidden residues come from
+        the cache like any embedding. float16 values either way, as the feature gives them."""
+        seqs = [self.prepare(s) for s in sequences]
+        masks = [np.asarray(h, dtype=bool) for h in hidden]
+        out: list[np.ndarray | None] = [None] * len(seqs)
+        plain = [i for i, m in enumerate(masks) if not m.any()]
+        if plain:
+            got = self.embed_sequences([seqs[i] for i in plain])
+            for i in plain:
+                out[i] = got[seqs[i]]
+        masked = [i for i, m in enumerate(masks) if m.any()]
+        for k, emb in self._run([seqs[i] for i in masked], [masks[i] for i in masked], progress=False):
+            out[masked[k]] = np.clip(emb, -_F16_MAX, _F16_MAX).astype(np.float16)
+        return [o.astype(np.float32) for o in out]  # type: ignore[union-attr]
+
     def _compute(self, seqs: list[str]) -> Iterator[tuple[str, np.ndarray]]:
-        """Run the model: chunk long sequences, batch chunks by length (longest first), and yield
-        each sequence's stitched float32 embedding as soon as its last chunk is done."""
+        """Run the model on ``seqs``: ``(seq, float32 embedding)`` as each one completes."""
+        for i, emb in self._run(seqs):
+            yield seqs[i], emb
+
+    def _run(
+        self, seqs: list[str], hidden: list[np.ndarray] | None = None, *, progress: bool | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Chunk long sequences, batch chunks by length (longest first), and yield each
+        sequence's index and stitched float32 embedding as soon as its last chunk is done
+        (``hidden``: per sequence, the residues given as the model's mask token)."""
         if not seqs:
             return
         c = self.config
@@ -219,15 +244,18 @@ class PlmFeature(Feature):
         parts: dict[int, dict[int, np.ndarray]] = {}
         total = sum(b - a for _, _, a, b in jobs)
         desc = f"{self.plugin} embeddings"
-        with tqdm(
-            total=total, unit="res", unit_scale=True, desc=desc, disable=not c.progress, leave=False
-        ) as bar:
+        show = c.progress if progress is None else progress
+        with tqdm(total=total, unit="res", unit_scale=True, desc=desc, disable=not show, leave=False) as bar:
             start = 0
             while start < len(jobs):
                 longest = jobs[start][3] - jobs[start][2] + 2  # + special tokens
                 size = max(1, c.batch_tokens // longest)
                 batch = jobs[start : start + size]
-                outs = runner.embed([seqs[i][a:b] for i, _, a, b in batch])
+                pieces = [seqs[i][a:b] for i, _, a, b in batch]
+                if hidden is None:
+                    outs = runner.embed(pieces)
+                else:
+                    outs = runner.embed(pieces, [hidden[i][a:b] for i, _, a, b in batch])
                 bar.update(sum(b - a for _, _, a, b in batch))
                 start += size
                 for (i, k, _, _), o in zip(batch, outs, strict=True):
@@ -235,7 +263,7 @@ class PlmFeature(Feature):
                     got[k] = o
                     if len(got) == len(spans[i]):
                         del parts[i]
-                        yield seqs[i], stitch(len(seqs[i]), spans[i], [got[j] for j in range(len(got))])
+                        yield i, stitch(len(seqs[i]), spans[i], [got[j] for j in range(len(got))])
 
 
 # ------------------------------------------------------------------------------------ plugins

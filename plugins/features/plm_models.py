@@ -382,8 +382,25 @@ class Runner:
     n_layers: int
     hidden: int
 
-    def embed(self, seqs: list[str]) -> list[np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def embed(self, seqs: list[str], hidden: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """``hidden`` (bool per residue, optional) marks residues given as the mask token."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+def hide(
+    ids: torch.Tensor, hidden: list[np.ndarray] | None, lead: int, mask_id: int | None, plugin: str
+) -> None:
+    """Write ``mask_id`` over the hidden residues of padded token rows whose residues start at
+    ``lead`` (in place); a model without a mask token cannot hide any."""
+    if hidden is None or not any(h.any() for h in hidden):
+        return
+    if mask_id is None:
+        raise PtmkitError(
+            f"{plugin}: the model has no mask token, so it cannot conceal residues from a context"
+        )
+    for b, h in enumerate(hidden):
+        where = np.flatnonzero(h)
+        ids[b, lead + torch.as_tensor(where, dtype=torch.long)] = mask_id
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -449,8 +466,9 @@ class HFRunner(Runner):
             raise PtmkitError(f"{self.plugin}: left-padding tokenizers are not supported")
         return enc["input_ids"], mask
 
-    def embed(self, seqs: list[str]) -> list[np.ndarray]:
+    def embed(self, seqs: list[str], hidden: list[np.ndarray] | None = None) -> list[np.ndarray]:
         ids, mask = self._inputs(seqs)
+        hide(ids, hidden, self.lead, getattr(self.tokenizer, "mask_token_id", None), self.plugin)
         need_hidden = self.layers != [self.n_layers]
         with torch.inference_mode():
             out = self.model(
@@ -494,10 +512,11 @@ class FairEsmRunner(Runner):
         self.alphabet = alphabet
         self.device = device
 
-    def embed(self, seqs: list[str]) -> list[np.ndarray]:
+    def embed(self, seqs: list[str], hidden: list[np.ndarray] | None = None) -> list[np.ndarray]:
         a = self.alphabet
         rows = [[a.cls_idx, *(a.get_idx(c) for c in s), a.eos_idx] for s in seqs]
         ids, _ = _pad(rows, a.padding_idx)
+        hide(ids, hidden, 1, a.mask_idx, self.plugin)
         with torch.inference_mode():
             reps = self.model(ids.to(self.device), repr_layers=self.layers)["representations"]
             h = torch.stack([reps[k] for k in self.layers]).mean(0).float().cpu().numpy()

@@ -4,14 +4,19 @@ Both read the unmodified residues (a site predictor asks whether a residue is mo
 input never carries PTM tokens) written as PTM-Mamba tokens with ``<cls>``/``<eos>`` around each
 protein or chunk, as in pretraining, and take the hidden states after the final norm (what the
 published ``infer.py`` returns). The model is a ptmkit package (folder or MLflow run id, from
-``ptmkit pretrain``) or a released checkpoint file (``checkpoints.load``). A released model with
-an ESM-2 branch reads zeros as its context here, as the published code does with ``use_esm=False``.
+``ptmkit pretrain``) or a released checkpoint file (``checkpoints.load``).
+
+The context branch (ESM-2 in the paper) reads what it read in pretraining: a package records its
+context feature and the feature here runs it on the same residues (its embeddings cached as that
+feature caches them); the node takes it as a second graph input. A released checkpoint records
+none: give ``context:`` (the feature) or it reads zeros, as the published code does with
+``use_esm=False``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,23 +41,35 @@ class PtmMambaRunner(Runner):
 
     def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
         self.model = model.to(device=device, dtype=dtype).eval()
+        self.dtype = dtype
         self.hidden = model.hidden_dim
         self.n_layers = model.config.n_layer
         self.device = device
 
-    def embed(self, seqs: list[str]) -> list[np.ndarray]:
+    def embed(self, seqs: list[str], hidden: list[np.ndarray] | None = None) -> list[np.ndarray]:
         rows = [self.model.residue_ids(s) for s in seqs]
         ids = torch.nn.utils.rnn.pad_sequence(
             [torch.tensor(r) for r, _ in rows], batch_first=True, padding_value=PAD_ID
         )
+        if hidden is not None:
+            for b, ((_, lead), h) in enumerate(zip(rows, hidden, strict=True)):
+                ids[b, lead + torch.as_tensor(np.flatnonzero(h), dtype=torch.long)] = tokens.IDS["<mask>"]
+        ids = ids.to(self.device)
+        context = language_models.context_batch(self.model, ids)
         with torch.inference_mode():
-            hidden, _ = self.model(ids.to(self.device))
-        h = hidden.float().cpu().numpy()
+            hidden_states, _ = self.model(ids, None if context is None else context.to(self.dtype))
+        h = hidden_states.float().cpu().numpy()
         return [h[i, lead : lead + len(s)] for i, ((_, lead), s) in enumerate(zip(rows, seqs, strict=True))]
 
 
-def _is_package(spec: str) -> bool:
-    return Path(spec).expanduser().is_dir()
+def load_with_context(spec: str, tracking_uri: str | None, context: dict[str, Any] | None) -> nn.Module:
+    """The model at ``spec`` with its context: ``context`` when given (it replaces a package's
+    own), else what the package recorded."""
+    model = checkpoints.load(spec, tracking_uri=tracking_uri)
+    if context is not None:
+        feature = language_models.build_context(context, where=f"ptm_mamba {spec}: context")
+        language_models.attach_context(model, feature, context)
+    return model
 
 
 @register.feature("ptm_mamba")
@@ -78,6 +95,11 @@ class PtmMambaFeature(PlmFeature):
         )
         layers: Literal["last"] = Field(
             "last", description="the hidden states after the final norm (PTM-Mamba's output)"
+        )
+        context: dict[str, Any] | None = Field(
+            None,
+            description="the feature feeding the context branch (type: esm2, ...); default: the one "
+            "the package was pretrained with (a released checkpoint: none, zeros)",
         )
 
         @field_validator("revision")
@@ -108,8 +130,27 @@ class PtmMambaFeature(PlmFeature):
             return f"package:{files_fingerprint(folder_files(path), self.config.weights_hash)}"
         return f"run:{spec.removeprefix('runs:/').split('/')[0]}"  # a run's artifacts never change
 
+    def _context(self) -> dict[str, Any] | None:
+        """The context spec in force: the option, else the package's own (before any loading)."""
+        if self.config.context is not None:
+            return self.config.context
+        spec = self.config.model
+        if Path(spec).expanduser().is_file():
+            return None
+        folder = language_models.resolve(spec, tracking_uri=self.config.tracking_uri)
+        return language_models.read_config(folder).get("context")
+
+    def _extra_info(self) -> dict[str, Any]:
+        spec = self._context()
+        if spec is None:
+            return {}  # keys of models without a context stay what they were
+        feature = language_models.build_context(spec, where=f"ptm_mamba {self.config.model}: context")
+        # the context's weights are part of what the embedding depends on
+        source = feature._source_id() if isinstance(feature, PlmFeature) else feature.cache_key()
+        return {"context": spec, "context_source": source}
+
     def _load(self, device: torch.device, dtype: torch.dtype) -> Runner:
-        model = checkpoints.load(self.config.model, tracking_uri=self.config.tracking_uri)
+        model = load_with_context(self.config.model, self.config.tracking_uri, self.config.context)
         return PtmMambaRunner(model, device, dtype)
 
 
@@ -121,7 +162,10 @@ class PtmMambaEncoder(GraphModule):
     ptmkit's alphabet indices). The model is loaded from ``model`` when the graph is built (a
     package folder, run id or released checkpoint); ``train_layers`` chooses what trains: ``all``,
     ``none`` (frozen: a feature, without the cache), or the last k bidirectional layers (plus
-    the final norm). Windows and units are read without ``<cls>``/``<eos>``.
+    the final norm). Windows and units are read without ``<cls>``/``<eos>``. A model with a
+    context branch takes its context feature as the second input (``inputs: [ids, esm2]``, the
+    feature it was pretrained with); without one the branch reads zeros, which a package
+    pretrained with a context refuses.
     """
 
     class Config(PluginConfig):
@@ -131,15 +175,29 @@ class PtmMambaEncoder(GraphModule):
             "all", description="'all', 'none' (frozen) or the number of last layers that train"
         )
 
-    n_inputs: ClassVar[tuple[int, int | None]] = (1, 1)
+    n_inputs: ClassVar[tuple[int, int | None]] = (1, 2)
 
     def __init__(self, config: PtmMambaEncoder.Config, in_dims: list[int]) -> None:
         super().__init__(config, in_dims)
-        if self.in_dims != [1]:
+        if self.in_dims[0] != 1:
             raise ValueError(
-                f"ptm_mamba_encoder reads the residue_ids feature (dim 1), got inputs of dims {self.in_dims}"
+                "ptm_mamba_encoder reads the residue_ids feature (dim 1) first, got inputs of dims "
+                f"{self.in_dims}"
             )
         self.lm = checkpoints.load(config.model, tracking_uri=config.tracking_uri)
+        want = self.lm.context_dim
+        if len(self.in_dims) == 2 and self.in_dims[1] != want:
+            raise ValueError(
+                f"the second input is the context branch's feature: {want or 'no'} features per residue "
+                f"(context_dim), got {self.in_dims[1]}"
+                + ("" if want else "; this model has no context branch: give residue_ids alone")
+            )
+        if len(self.in_dims) == 1 and self.lm.context_spec is not None:
+            spec = ", ".join(f"{k}: {v}" for k, v in self.lm.context_spec.items())
+            raise ValueError(
+                f"{config.model} was pretrained with a context ({spec}): give that feature as the "
+                "node's second input (inputs: [residue_ids, <that feature>])"
+            )
         n = self.lm.config.n_layer
         k = config.train_layers
         if isinstance(k, int) and not 0 <= k <= n:
@@ -165,8 +223,9 @@ class PtmMambaEncoder(GraphModule):
         self.output_dims = {"out": self.lm.hidden_dim}
 
     def forward(self, inputs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        (index,) = inputs
+        index = inputs[0]
         ids = self.to_token[index[..., 0].round().long()]
         ids = ids.masked_fill(~mask, PAD_ID)
-        hidden, _ = self.lm(ids)
+        context = inputs[1] * mask.unsqueeze(-1).to(inputs[1].dtype) if len(inputs) == 2 else None
+        hidden, _ = self.lm(ids, context)
         return hidden * mask.unsqueeze(-1).to(hidden.dtype)

@@ -23,6 +23,7 @@ backward scan first).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -37,6 +38,12 @@ from ptmkit.plugin_api import LanguageModel, PluginConfig
 from ptmkit.sitetable import SiteTable
 
 from . import tokens
+
+#: token id -> the letter a context feature reads there (a hidden position's letter is never read)
+_CONTEXT_LETTER = {tokens.IDS[r]: r for r in tokens.RESIDUES} | {
+    tokens.IDS[t]: "X" for t in (*tokens.PTMS, "<mask>")
+}
+_HIDDEN = frozenset(tokens.IDS[t] for t in (*tokens.PTMS, "<mask>"))
 
 
 class Block(nn.Module):
@@ -175,6 +182,19 @@ class PtmMamba(LanguageModel):
             ids = tokens.encode(text, where=f"{origin}: {pid}")
             out.append((pid, [tokens.IDS["<cls>"], *ids, tokens.IDS["<eos>"]]))
         return out
+
+    def context_view(self, ids: Sequence[int]) -> tuple[str, list[int], list[bool]]:
+        """Residue tokens as their letters; a PTM token or ``<mask>`` as a hidden residue (the
+        published ESM-2 input replaces both with ESM's mask); specials and padding are no residues."""
+        letters, where, hidden = [], [], []
+        for i, t in enumerate(ids):
+            letter = _CONTEXT_LETTER.get(t)
+            if letter is None:
+                continue
+            letters.append(letter)
+            where.append(i)
+            hidden.append(t in _HIDDEN)
+        return "".join(letters), where, hidden
 
     def residue_ids(self, sequence: str) -> tuple[list[int], int]:
         x = tokens.IDS["X"]
