@@ -211,12 +211,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for i, (name, src) in enumerate(recipe.tasks.items()):
         reader = src.reader.spec.name
         print(f"task {i} {name}: {src.name} read by {reader} ({src.ptm}, window {recipe.data.window})")
-    rows = [(n, recipe.features[n].spec.name, "", f.dim) for n, f in built.features.items()]
-    rows += [(n, recipe.nodes[n].spec.name, ", ".join(graph.inputs[n]), graph.dims[n]) for n in graph.order]
-    frame = pd.DataFrame(rows, columns=["name", "plugin", "inputs", "dim"]).set_index("name")
+    rows = [(n, recipe.features[n].spec.name, "", f.dim, "", "") for n, f in built.features.items()]
+    for n in graph.order:
+        params = list(graph.blocks[n].parameters())
+        total = sum(p.numel() for p in params)
+        trained = sum(p.numel() for p in params if p.requires_grad)
+        rows.append(
+            (
+                n,
+                recipe.nodes[n].spec.name,
+                ", ".join(graph.inputs[n]),
+                graph.dims[n],
+                trained,
+                total - trained,
+            )
+        )
+    columns = ["name", "plugin", "inputs", "dim", "trainable", "frozen"]
+    frame = pd.DataFrame(rows, columns=columns).set_index("name")
+    for column in ("trainable", "frozen"):
+        frame[column] = [f"{v:,}" if isinstance(v, int) else v for v in frame[column]]
     print(render(frame))
     losses = ", ".join(f"{u.spec.name} x{u.weight:g}" for u in recipe.losses)
-    print(f"parameters: {built.parameters:,}; output node: {graph.output}; losses: {losses}")
+    trainable = sum(p.numel() for p in graph.parameters() if p.requires_grad)
+    frozen = built.parameters - trainable
+    print(
+        f"parameters: {built.parameters:,} ({trainable:,} trainable, {frozen:,} frozen); "
+        f"output node: {graph.output}; losses: {losses}"
+    )
     if args.filled:
         print("\nfilled recipe (every default written out; what runs log and package):")
         print(recipe.to_yaml(), end="")

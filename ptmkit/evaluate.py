@@ -348,7 +348,15 @@ def evaluate_model(
         # ... but a task trained on fragments from its own windows, as predict scores it
         table = own_windows(table, model.trained_width(model.task(task_name)), model.window)
         windowed = np.ones(len(table), dtype=bool)
-    encoded = encode(model.features, table, tasks=names, progress=progress, protein=units, windowed=windowed)
+    encoded = encode(
+        model.features,
+        table,
+        tasks=names,
+        progress=progress,
+        protein=units,
+        windowed=windowed,
+        per_task=model.model.reads_task,
+    )
     scores = infer(model.model, encoded).scores
     thresholds = model.task(task_name).thresholds if task_name else model.thresholds
     report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])

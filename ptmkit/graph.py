@@ -229,6 +229,14 @@ class ModelGraph(nn.Module):
         self.tasks = self.dims[self.output]
         names = list(recipe.data.tasks or {})  # (not recipe.tasks: a package may load without its readers)
         expected = len(names) or 1
+        for name, block in self.blocks.items():
+            count = getattr(block, "task_count", None)
+            if count and count != expected:
+                problem = (
+                    f"{nodes[name].where}: {nodes[name].spec.name} is conditioned on {count} tasks, but the "
+                    f"recipe has {expected} ({', '.join(names) or 'one task'}); give it as many"
+                )
+                raise GraphError(_at(where, _node_key(name), problem))
         if self.tasks != expected:
             what = f"the {expected} data.tasks ({', '.join(names)})" if names else "one task"
             hint = "tasks" if names else "tasks: 1 (or declare data.tasks)"
@@ -264,6 +272,7 @@ class ModelGraph(nn.Module):
         mask: torch.Tensor,
         task: torch.Tensor | None = None,
         sites: torch.Tensor | None = None,
+        unit_task: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every node's outputs, plus ``logits``: [N] (one output, or each row's own task's logit
         when ``task``, long [N], is given for an [N, T] output; all T are ``task_logits``).
@@ -272,8 +281,9 @@ class ModelGraph(nn.Module):
         row's residue: ``sites`` (long [N, 2]: unit in the batch, column; protein mode), else the
         centre of each window. Its other outputs (e.g. ``embedding``) are read there too, and in
         protein mode so are the per-residue tensors the losses read (``row_outputs``), so the
-        losses see one row per site in both modes."""
-        values = self._run(features, mask, task)
+        losses see one row per site in both modes. Task-conditioned nodes get each unit's task:
+        ``unit_task`` (protein mode, units cut per task), else the row's ``task``."""
+        values = self._run(features, mask, task, unit_task if sites is not None else task)
         per_residue = values[self.output].dim() == 3
         mine = [k for k in values if k.startswith(f"{self.output}.")] + [self.output] if per_residue else []
         if sites is not None:  # protein mode: the output node's and the losses' inputs, per row
@@ -299,15 +309,27 @@ class ModelGraph(nn.Module):
             values["logits"] = logits.squeeze(-1) if logits.dim() == 2 and logits.shape[-1] == 1 else logits
         return values
 
+    @property
+    def reads_task(self) -> bool:
+        """Whether a node is conditioned on the task (then protein units are cut per task)."""
+        return any(getattr(b, "task_count", None) for b in self.blocks.values())
+
     def _run(
-        self, features: dict[str, torch.Tensor], mask: torch.Tensor, task: torch.Tensor | None
+        self,
+        features: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+        task: torch.Tensor | None,
+        unit_task: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = dict(features)
         values["mask"] = mask
         if task is not None:
             values["task"] = task
         for name in self.order:
-            result = self.blocks[name]([values[ref] for ref in self.inputs[name]], mask)
+            block = self.blocks[name]
+            args = [values[ref] for ref in self.inputs[name]]
+            conditioned = getattr(block, "task_count", None)
+            result = block(args, mask, task=unit_task) if conditioned else block(args, mask)
             if isinstance(result, torch.Tensor):
                 result = {"out": result}
             for out, tensor in result.items():

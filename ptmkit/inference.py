@@ -40,6 +40,9 @@ class Batch(NamedTuple):
     #: long [N, 2], each row's (unit in the batch, column) in protein mode; None: row i is unit i
     #: and a per-residue output is read at its centre
     sites: torch.Tensor | None = None
+    #: long [B], each unit's task in protein mode when units are cut per task (task-conditioned
+    #: nodes); in window mode a unit is a row and its task is ``task``
+    unit_task: torch.Tensor | None = None
 
 
 class Rows(Protocol):
@@ -148,6 +151,8 @@ class UnitEncoded:
     task: torch.Tensor | None = None
     #: padded residues per batch
     batch_residues: int = 4096
+    #: per bucket, each unit's task index (units cut per task); None: units hold every task
+    unit_tasks: list[torch.Tensor] | None = None
     _widths: list[int] = field(init=False, default_factory=list)
     _stride: int = field(init=False, default=1)
 
@@ -173,6 +178,7 @@ class UnitEncoded:
             labels,
             task,
             self.batch_residues,
+            self.unit_tasks,
         )
 
     def batch(self, index: torch.Tensor, device: torch.device) -> Batch:
@@ -184,8 +190,11 @@ class UnitEncoded:
         width = max(self._widths[b] for b in present)
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.features[present[0]]}
         masks = []
+        unit_task = []
         for b in present:
             mine = units[buckets == b]
+            if self.unit_tasks is not None:
+                unit_task.append(self.unit_tasks[b][mine])
             pad = width - self._widths[b]
             for name, tensor in self.features[b].items():
                 parts[name].append(F.pad(tensor[mine], (0, 0, 0, pad)) if pad else tensor[mine])
@@ -195,7 +204,8 @@ class UnitEncoded:
         sites = torch.stack([inverse, self.column[index]], dim=1).to(device)
         labels = None if self.labels is None else self.labels[index].to(device)
         task = None if self.task is None else self.task[index].to(device)
-        return Batch(features, torch.cat(masks).to(device), labels, task, sites)
+        per_unit = torch.cat(unit_task).to(device) if unit_task else None
+        return Batch(features, torch.cat(masks).to(device), labels, task, sites, per_unit)
 
     def batches(
         self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
@@ -233,14 +243,17 @@ def encode(
     progress: bool = False,
     protein: ProteinSection | None = None,
     windowed: np.ndarray | None = None,
+    per_task: bool = False,
 ) -> Encoded | UnitEncoded:
     """Encode every row of ``table`` with every feature (shapes checked); ``tasks``: the model's
     task order, for a multi-task model. ``protein`` (``data.protein`` of a protein-mode recipe):
     on protein units instead of windows (``windowed``: rows that stay their own window, e.g. the
-    rows of tasks trained on fragments), each bucket of units encoded as windows are."""
+    rows of tasks trained on fragments), each bucket of units encoded as windows are;
+    ``per_task``: one unit per protein piece and task (a task-conditioned model)."""
     if protein is None:
         return Encoded.of(table, encode_all(features, table, progress=progress), tasks)
-    plan = plan_units(table, protein.chunk, protein.overlap, windowed)
+    per_task = per_task and bool(tasks)
+    plan = plan_units(table, protein.chunk, protein.overlap, windowed, per_task=per_task)
     bar = tqdm(plan.tables, desc="features (protein units)", unit="bucket", disable=not progress, leave=False)
     feats = [encode_all(features, units, progress=False) for units in bar]
     masks = [padding_mask(units) for units in plan.tables]
@@ -253,6 +266,7 @@ def encode(
         torch.tensor(table.labels, dtype=torch.float32),
         task_index(table, tasks),
         protein.batch_residues,
+        [task_index(units, tasks) for units in plan.tables] if per_task else None,
     )
 
 
@@ -287,7 +301,7 @@ def infer(
     everything = torch.arange(len(rows))
     for index in rows.batches(everything, batch_size):
         batch = rows.batch(index, device)
-        outputs = model(batch.features, batch.mask, batch.task, batch.sites)
+        outputs = model(batch.features, batch.mask, batch.task, batch.sites, batch.unit_task)
         scores = torch.sigmoid(outputs["logits"]).float().cpu()
         if out is None:
             out = torch.empty((len(rows), *scores.shape[1:]), dtype=torch.float32)

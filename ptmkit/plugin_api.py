@@ -198,7 +198,8 @@ class GraphModule(nn.Module):
     location). ``output_dims`` maps each output name to its size; ``"out"`` is the default output
     that a bare node reference picks. ``forward(inputs, mask)`` gets the input tensors [N, W, D_i]
     and a bool mask [N, W] (True at real residues, False at padding) and returns a tensor for a
-    single output or a dict of named tensors.
+    single output or a dict of named tensors. A node conditioned on the task (``task_count``) also
+    gets ``task=``.
     """
 
     Config: ClassVar[type[PluginConfig]] = PluginConfig
@@ -210,6 +211,10 @@ class GraphModule(nn.Module):
         self.config = config
         self.in_dims = list(in_dims)
         self.output_dims: dict[str, int] = {}
+        #: tasks the node is conditioned on (per-task prompts): set it to that number and
+        #: ``forward`` gets ``task=`` (long [B], each unit's task index; None for one task). The
+        #: graph checks it against ``data.tasks``; in protein mode each unit then holds one task.
+        self.task_count: int | None = None
 
     @abstractmethod
     def forward(

@@ -339,8 +339,15 @@ class Scanner:
         for j, task in enumerate(model.tasks):
             widths.setdefault(model.trained_width(task), []).append(j)
         out: list[np.ndarray] = [np.empty(0)] * len(model.tasks)
+        conditioned = model.model.reads_task  # per-task prompts: one pass per task
         for width, tasks in widths.items():
             keep = mask if width == model.window else mask & central(model.window, width)
+            if conditioned:
+                for j in tasks:
+                    task = torch.full((len(keep),), j, dtype=torch.long)
+                    rows_j = Encoded(tensors, keep, index=rows, task=task)
+                    out[j] = infer(model.model, rows_j, batch_size=self.batch_size).scores
+                continue
             scores = infer(model.model, Encoded(tensors, keep, index=rows), batch_size=self.batch_size).scores
             scores = scores.reshape(len(scores), -1)
             for j in tasks:
@@ -355,34 +362,47 @@ class Scanner:
         model.)"""
         units = model.recipe.data.units
         assert units is not None
-        groups: dict[int | None, list[int]] = {}  # None: protein units; a width: windows of it
+        conditioned = model.model.reads_task  # per-task prompts: each task's rows on its own units
+        # a group: (None: protein units, or a width: windows of it; a task index when conditioned)
+        groups: dict[tuple[int | None, int | None], list[int]] = {}
         for j, task in enumerate(model.tasks):
-            groups.setdefault(model.trained_width(task) if task.windowed else None, []).append(j)
+            key = (model.trained_width(task) if task.windowed else None, j if conditioned else None)
+            groups.setdefault(key, []).append(j)
         residues = rows.frame["residue"].to_numpy()
+        names = [t.name for t in model.tasks]
         parts, windowed, spans = [], [], {}
         start = 0
-        for width, tasks in groups.items():
+        for (width, only), tasks in groups.items():
             keep = np.isin(residues, list({r for j in tasks for r in model.tasks[j].residues}))
             mine = np.nonzero(keep)[0]
             part = rows.subset(keep)
             if width is not None:
                 part = own_windows(part, width, model.window)
+            if only is not None:
+                part = SiteTable(part.frame.assign(task=names[only]), part.proteins, part.meta)
             parts.append(part)
             windowed.append(np.full(len(part), width is not None))
-            spans[width] = (start, mine)
+            spans[width, only] = (start, mine)
             start += len(part)
         combined = parts[0]
         for more in parts[1:]:
             combined = combined.concat(more)
-        encoded = encode(model.features, combined, protein=units, windowed=np.concatenate(windowed))
+        encoded = encode(
+            model.features,
+            combined,
+            tasks=names if conditioned else None,
+            protein=units,
+            windowed=np.concatenate(windowed),
+            per_task=conditioned,
+        )
         scores = infer(model.model, encoded).scores
         scores = scores.reshape(len(scores), -1)
         out: list[np.ndarray] = [np.empty(0)] * len(model.tasks)
-        for width, tasks in groups.items():
-            lo, mine = spans[width]
+        for key, tasks in groups.items():
+            lo, mine = spans[key]
             for j in tasks:
                 out[j] = np.full(len(rows), np.nan, dtype=np.float32)
-                out[j][mine] = scores[lo : lo + len(mine), j]
+                out[j][mine] = scores[lo : lo + len(mine), 0 if conditioned else j]
         return out
 
     def _rows(self, eligible: list[tuple[int, Protein]], width: int) -> tuple[SiteTable, np.ndarray]:

@@ -210,7 +210,12 @@ def fit(
         feature.fit(train_rows)
     tasks = list(recipe.tasks)
     encoded = encode(
-        assembly.features, table, tasks=tasks or None, progress=progress, protein=recipe.data.units
+        assembly.features,
+        table,
+        tasks=tasks or None,
+        progress=progress,
+        protein=recipe.data.units,
+        per_task=assembly.graph.reads_task,
     )
     features_seconds = time.perf_counter() - t0
     tracker.log_metrics({"time/features_s": features_seconds})

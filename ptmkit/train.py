@@ -441,7 +441,8 @@ def fit(
     if cfg.compile:
         with step_precision:
             probe = train.batch(train.batches(torch.arange(len(train)), cfg.batch_size)[0], device)
-            forward = compiled_step(model, (probe.features, probe.mask, probe.task, probe.sites))
+            args = (probe.features, probe.mask, probe.task, probe.sites, probe.unit_task)
+            forward = compiled_step(model, args)
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
@@ -457,7 +458,7 @@ def fit(
         for index in train.batches(order, cfg.batch_size, generator):
             batch = train.batch(index, device)
             with step_precision:
-                outputs = forward(batch.features, batch.mask, batch.task, batch.sites)
+                outputs = forward(batch.features, batch.mask, batch.task, batch.sites, batch.unit_task)
             if cfg.precision != "fp32":  # losses (logsumexp, temperatures) in fp32, outside autocast
                 outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
             if weights is not None:  # the loss plugins weight each row by its task (row_weight)

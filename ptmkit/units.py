@@ -122,11 +122,20 @@ def own_windows(table: SiteTable, width: int, window: int) -> SiteTable:
     return SiteTable(frame, table.proteins, table.meta)
 
 
-def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray | None = None) -> UnitPlan:
+def plan_units(
+    table: SiteTable,
+    chunk: int,
+    overlap: int,
+    windowed: np.ndarray | None = None,
+    *,
+    per_task: bool = False,
+) -> UnitPlan:
     """Cut the proteins of ``table``'s rows into units (only pieces that own a row), and place
     every row. A row whose protein is known (``table.proteins`` and a position) is read from the
     chunk of its protein where it is most central (:func:`chunk_owner`); other rows, and rows
-    where ``windowed`` is True (tasks trained on fragments), are units of their own window."""
+    where ``windowed`` is True (tasks trained on fragments), are units of their own window.
+    ``per_task``: a piece is one unit per task of its rows (the unit table's ``task`` says which),
+    for models conditioned on the task; otherwise one unit serves every task."""
     widths = bucket_widths(chunk)
     frame = table.frame
     n = len(frame)
@@ -134,17 +143,22 @@ def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray 
     known = on_proteins(table)
     if windowed is not None:
         known &= ~np.asarray(windowed, dtype=bool)
-    units: dict[int, list[tuple[str, int, str, str]]] = {}  # width -> (protein, centre, window, origin)
-    slot: dict[tuple[str, int], tuple[int, int, int]] = {}  # (protein, span start) -> width, unit, centre
+    # width -> (protein, centre, window, origin, task); (protein, task, start) -> width, unit, centre
+    units: dict[int, list[tuple[str, int | None, str, str, str]]] = {}
+    slot: dict[tuple[str, str, int], tuple[int, int, int]] = {}
     bucket_w = np.zeros(n, dtype=np.int64)
     unit = np.zeros(n, dtype=np.int64)
     column = np.zeros(n, dtype=np.int64)
     ids = frame["protein_id"].to_numpy()
     origins = frame["origin"].to_numpy()
     residues = frame["residue"].to_numpy().astype(str)
+    tasks = frame["task"].to_numpy().astype(str)
     rows = np.nonzero(known)[0]
     pos = positions.to_numpy(dtype="float64", na_value=np.nan)
-    for pid, where in pd.Series(rows).groupby(ids[rows], sort=False):
+    group = [ids[rows], tasks[rows]] if per_task else ids[rows]
+    for key_, where in pd.Series(rows).groupby(group, sort=False):
+        pid = key_[0] if per_task else key_
+        task = str(key_[1]) if per_task else "unit"
         sequence = table.proteins[pid]
         length = len(sequence)
         at = pos[where.to_numpy()].astype(np.int64)
@@ -167,11 +181,11 @@ def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray 
             start, end = spans[k]
             size = end - start
             width = next(w for w in widths if w >= (size | 1))
-            key = (pid, start)
+            key = (pid, task, start)
             if key not in slot:
                 centre = start + (size + 1) // 2  # 1-based: the unit covers the whole piece
                 window = windows_at(sequence, (centre,), width)[0]
-                units.setdefault(width, []).append((pid, centre, window, origins[where.iat[0]]))
+                units.setdefault(width, []).append((pid, centre, window, origins[where.iat[0]], task))
                 slot[key] = (width, len(units[width]) - 1, centre)
             w, u, centre = slot[key]
             mine = where.to_numpy()[owner == k]
@@ -182,7 +196,7 @@ def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray 
     for i in alone:  # a fragment row is its own unit, read at its centre; no position: features
         width = len(windows[i])  # embed the window itself, as for any fragment
         listed = units.setdefault(width, [])
-        listed.append((ids[i], None, windows[i], origins[i]))
+        listed.append((ids[i], None, windows[i], origins[i], str(tasks[i]) if per_task else "unit"))
         bucket_w[i], unit[i], column[i] = width, len(listed) - 1, width // 2
     order = sorted(units)
     tables = [_unit_table(units[w], table.proteins) for w in order]
@@ -191,8 +205,8 @@ def plan_units(table: SiteTable, chunk: int, overlap: int, windowed: np.ndarray 
     return UnitPlan(tables, bucket, unit, column)
 
 
-def _unit_table(units: list[tuple[str, int | None, str, str]], proteins: dict[str, str]) -> SiteTable:
-    pids, centres, windows, origins = zip(*units, strict=True) if units else ((), (), (), ())
+def _unit_table(units: list[tuple[str, int | None, str, str, str]], proteins: dict[str, str]) -> SiteTable:
+    pids, centres, windows, origins, tasks = zip(*units, strict=True) if units else ((), (), (), (), ())
     frame = pd.DataFrame(
         {
             "protein_id": list(pids),
@@ -200,7 +214,7 @@ def _unit_table(units: list[tuple[str, int | None, str, str]], proteins: dict[st
             "residue": [w[len(w) // 2] for w in windows],
             "window": list(windows),
             "label": np.zeros(len(pids), dtype=np.int64),
-            "task": "unit",
+            "task": list(tasks),
             "split": "unsplit",
             "origin": list(origins),
         },
