@@ -19,7 +19,7 @@ import pandas as pd
 from . import catalog, metrics
 from .datasets import read_source
 from .errors import PtmkitError, first_line
-from .inference import encode, infer
+from .inference import Inference, encode, infer
 from .package import LoadedModel
 from .sitetable import SiteTable
 from .splits import apply_split_file
@@ -313,6 +313,31 @@ def _read_at_width(use: Any, model: LoadedModel, data_root: Path, *, fit: bool) 
     return table.fit_width(model.window) if fit else table
 
 
+def score_rows(
+    model: LoadedModel, table: SiteTable, task_name: str | None, *, progress: bool = False
+) -> Inference:
+    """``model``'s scores (and logits) of ``table``'s rows, read as its training read them:
+    the rows must be at the model's window and, for a multi-task model, carry ``task_name``
+    (its task column). A protein-mode model reads rows from protein units (cut per task for a
+    task-conditioned one), except a task trained on fragments, from its own windows."""
+    names = [t.name for t in model.tasks] if task_name else None
+    units = model.recipe.data.units
+    windowed = None
+    if units is not None and task_name and model.task(task_name).windowed:
+        table = own_windows(table, model.trained_width(model.task(task_name)), model.window)
+        windowed = np.ones(len(table), dtype=bool)
+    encoded = encode(
+        model.features,
+        table,
+        tasks=names,
+        progress=progress,
+        protein=units,
+        windowed=windowed,
+        per_task=model.model.reads_task,
+    )
+    return infer(model.model, encoded)
+
+
 def evaluate_model(
     model: LoadedModel,
     source: str,
@@ -341,23 +366,7 @@ def evaluate_model(
         task=task,
     )
     labels = table.labels
-    names = [t.name for t in model.tasks] if task_name else None
-    units = model.recipe.data.units  # a protein-mode model reads its rows from protein units ...
-    windowed = None
-    if units is not None and task_name and model.task(task_name).windowed:
-        # ... but a task trained on fragments from its own windows, as predict scores it
-        table = own_windows(table, model.trained_width(model.task(task_name)), model.window)
-        windowed = np.ones(len(table), dtype=bool)
-    encoded = encode(
-        model.features,
-        table,
-        tasks=names,
-        progress=progress,
-        protein=units,
-        windowed=windowed,
-        per_task=model.model.reads_task,
-    )
-    scores = infer(model.model, encoded).scores
+    scores = score_rows(model, table, task_name, progress=progress).scores
     thresholds = model.task(task_name).thresholds if task_name else model.thresholds
     report = metrics.evaluate(labels, scores, thresholds[RUN_RULE])
     if DEFAULT_RULE in thresholds:

@@ -43,6 +43,9 @@ class Batch(NamedTuple):
     #: long [B], each unit's task in protein mode when units are cut per task (task-conditioned
     #: nodes); in window mode a unit is a row and its task is ``task``
     unit_task: torch.Tensor | None = None
+    #: per-row values the losses read beside the model's outputs (``teacher``: a distilled run's
+    #: teacher logits, [N]); in row order
+    targets: dict[str, torch.Tensor] | None = None
 
 
 class Rows(Protocol):
@@ -79,6 +82,8 @@ class Encoded:
     index: torch.Tensor | None = None
     #: long [N], each row's task index in the model's task order (None: a one-task model)
     task: torch.Tensor | None = None
+    #: per-row loss targets (:attr:`Batch.targets`), in this view's row order
+    targets: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.mask)
@@ -91,13 +96,17 @@ class Encoded:
         feats = {k: v[rows].to(device) for k, v in self.features.items()}
         labels = None if self.labels is None else self.labels[index].to(device)
         task = None if self.task is None else self.task[index].to(device)
-        return Batch(feats, self.mask[index].to(device), labels, task)
+        return Batch(
+            feats, self.mask[index].to(device), labels, task, None, None, pick(self.targets, index, device)
+        )
 
     def rows(self, index: torch.Tensor) -> Encoded:
         """The subset ``index`` (a split of a table encoded once), sharing the feature tensors."""
         labels = None if self.labels is None else self.labels[index]
         task = None if self.task is None else self.task[index]
-        return Encoded(self.features, self.mask[index], labels, self._rows_of(index), task)
+        return Encoded(
+            self.features, self.mask[index], labels, self._rows_of(index), task, pick(self.targets, index)
+        )
 
     def batches(
         self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
@@ -117,6 +126,15 @@ class Encoded:
         task order) each row's task index."""
         labels = torch.tensor(table.labels, dtype=torch.float32)
         return cls(tensors, padding_mask(table), labels, task=task_index(table, tasks))
+
+
+def pick(
+    targets: dict[str, torch.Tensor] | None, index: torch.Tensor, device: torch.device | None = None
+) -> dict[str, torch.Tensor] | None:
+    """Rows ``index`` of every per-row target (on ``device`` when given)."""
+    if targets is None:
+        return None
+    return {k: (v[index] if device is None else v[index].to(device)) for k, v in targets.items()}
 
 
 def task_index(table: SiteTable, tasks: list[str] | None) -> torch.Tensor | None:
@@ -153,6 +171,8 @@ class UnitEncoded:
     batch_residues: int = 4096
     #: per bucket, each unit's task index (units cut per task); None: units hold every task
     unit_tasks: list[torch.Tensor] | None = None
+    #: per-row loss targets (:attr:`Batch.targets`), in row order
+    targets: dict[str, torch.Tensor] | None = None
     _widths: list[int] = field(init=False, default_factory=list)
     _stride: int = field(init=False, default=1)
 
@@ -179,6 +199,7 @@ class UnitEncoded:
             task,
             self.batch_residues,
             self.unit_tasks,
+            pick(self.targets, index),
         )
 
     def batch(self, index: torch.Tensor, device: torch.device) -> Batch:
@@ -205,7 +226,8 @@ class UnitEncoded:
         labels = None if self.labels is None else self.labels[index].to(device)
         task = None if self.task is None else self.task[index].to(device)
         per_unit = torch.cat(unit_task).to(device) if unit_task else None
-        return Batch(features, torch.cat(masks).to(device), labels, task, sites, per_unit)
+        targets = pick(self.targets, index, device)
+        return Batch(features, torch.cat(masks).to(device), labels, task, sites, per_unit, targets)
 
     def batches(
         self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
@@ -274,6 +296,7 @@ def encode(
 class Inference:
     scores: np.ndarray  # float32 [N], sigmoid of the logits, in row order
     loss: float | None = None  # mean combined loss over the rows, when losses were given
+    logits: np.ndarray | None = None  # float32 [N], the logits themselves (distillation reads them)
 
 
 def combined_loss(losses: list[tuple[float, Loss]], outputs: dict, labels: torch.Tensor) -> torch.Tensor:
@@ -298,15 +321,21 @@ def infer(
     model.eval()
     total = 0.0
     out: torch.Tensor | None = None
+    raw: torch.Tensor | None = None
     everything = torch.arange(len(rows))
     for index in rows.batches(everything, batch_size):
         batch = rows.batch(index, device)
         outputs = model(batch.features, batch.mask, batch.task, batch.sites, batch.unit_task)
-        scores = torch.sigmoid(outputs["logits"]).float().cpu()
+        if batch.targets:
+            outputs.update(batch.targets)
+        logits = outputs["logits"].float().cpu()
         if out is None:
-            out = torch.empty((len(rows), *scores.shape[1:]), dtype=torch.float32)
-        out[index] = scores
+            out = torch.empty((len(rows), *logits.shape[1:]), dtype=torch.float32)
+            raw = torch.empty_like(out)
+        out[index] = torch.sigmoid(logits)
+        raw[index] = logits  # type: ignore[index]
         if losses and batch.labels is not None:
             total += float(combined_loss(losses, outputs, batch.labels)) * len(index)
     scored = out.numpy() if out is not None else np.zeros(0, dtype=np.float32)
-    return Inference(scored, total / max(len(rows), 1) if losses else None)
+    logits_ = raw.numpy() if raw is not None else np.zeros(0, dtype=np.float32)
+    return Inference(scored, total / max(len(rows), 1) if losses else None, logits_)

@@ -507,6 +507,24 @@ class TrainSection(_Strict):
         return self
 
 
+class DistillSection(_Strict):
+    """Teachers whose scores of the training and validation rows the ``distill`` loss learns from."""
+
+    teachers: dict[str, str] = Field(
+        description="task -> teacher model (run id, models:/name@alias or package folder); `all`: one "
+        "multi-task teacher for every task it has"
+    )
+    tracking_uri: str | None = Field(
+        None, description="MLflow store of teachers given by run id or registry name (default: the recipe's)"
+    )
+
+    @model_validator(mode="after")
+    def _some(self) -> DistillSection:
+        if not self.teachers:
+            raise ValueError("distill.teachers: name at least one teacher (task: model)")
+        return self
+
+
 class TrackingSection(_Strict):
     uri: str | None = Field(
         None,
@@ -685,6 +703,8 @@ class Recipe:
     requires: list[str] = field(default_factory=list)
     #: ``data.tasks`` resolved, in recipe order (empty for a one-source recipe)
     tasks: dict[str, SourceUse] = field(default_factory=dict)
+    #: the teachers of a distilled run (``ptmkit.distill``); None: no distillation
+    distill: DistillSection | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -723,9 +743,10 @@ class Recipe:
             features={n: use(u) for n, u in self.features.items()},
             model=model,
             losses=[use(u, weight=u.weight) for u in self.losses],
-            train=self.train.model_dump(mode="json"),
-            tracking=self.tracking.model_dump(mode="json"),
         )
+        if self.distill is not None:  # recipes without teachers read (and hash) as before
+            out["distill"] = self.distill.model_dump(mode="json")
+        out.update(train=self.train.model_dump(mode="json"), tracking=self.tracking.model_dump(mode="json"))
         return out
 
     def digest(self) -> str:
@@ -849,7 +870,7 @@ def _plugin_use(
     return PluginUse(where=".".join(map(str, prefix)), spec=spec, config=config)
 
 
-TOP_LEVEL = ("name", "requires", "data", "features", "model", "losses", "train", "tracking")
+TOP_LEVEL = ("name", "requires", "data", "features", "model", "losses", "distill", "train", "tracking")
 
 
 def missing_distributions(requires: Any, locate: _Locator) -> list[str]:
@@ -1034,6 +1055,16 @@ def parse(
             )
         use.weight = float(weight)
         losses.append(use)
+    distill = None
+    if raw.get("distill") is not None:
+        distill = _validate_section(DistillSection, raw["distill"], ("distill",), locate)
+        known = list(tasks) or [str(source.task) if source is not None else "ptm"]
+        for task in distill.teachers:
+            if task != "all" and task not in known:
+                raise RecipeError(
+                    f"{locate(('distill', 'teachers', task))}: no task {task!r} in this recipe; tasks: "
+                    f"{', '.join(known)} (or `all` for one multi-task teacher)"
+                )
 
     name = str(raw.get("name") or (path.stem if path else "recipe"))
     return Recipe(
@@ -1051,6 +1082,7 @@ def parse(
         source=source,
         tasks=tasks,
         requires=list(raw.get("requires") or []),
+        distill=distill,
     )
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import metrics, plots, thresholds, tracking
+from . import distill, metrics, plots, thresholds, tracking
 from . import train as training
 from .assembly import Assembly, assemble
 from .datasets import DatasetInfo
@@ -219,6 +219,13 @@ def fit(
     )
     features_seconds = time.perf_counter() - t0
     tracker.log_metrics({"time/features_s": features_seconds})
+    if recipe.distill is not None:  # the teachers score every row once, before training
+        tracker.phase("teacher scores")
+        teachers = distill.teacher_logits(recipe, table, tracking_uri=recipe.tracking.uri, progress=progress)
+        encoded.targets = {"teacher": torch.from_numpy(teachers.logits)}
+        tracker.log_params(teachers.params())
+        tracker.set_tags(teachers.tags())
+        tracker.log_artifact(distill.write_logits(teachers, table, work / "teacher_logits.csv"), "distill")
     train, valid, test = (split_rows(table, encoded, name) for name in SPLITS)
     assert train.labels is not None
     # with class-balanced epochs the losses see a 1:1 ratio (e.g. weighted_ce's auto weight = 1)

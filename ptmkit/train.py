@@ -463,6 +463,8 @@ def fit(
                 outputs = {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
             if weights is not None:  # the loss plugins weight each row by its task (row_weight)
                 outputs["row_weight"] = weights[batch.task]
+            if batch.targets:  # per-row targets (a distilled run's teacher logits)
+                outputs.update(batch.targets)
             loss = combined_loss(losses, outputs, batch.labels)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -4,5 +4,13 @@ from __future__ import annotations
 
 from .binary import BCELoss, FocalLoss, WeightedCELoss
 from .contrastive import HierarchicalContrastiveLoss, InfoNCELoss
+from .distill import DistillLoss
 
-__all__ = ["BCELoss", "FocalLoss", "HierarchicalContrastiveLoss", "InfoNCELoss", "WeightedCELoss"]
+__all__ = [
+    "BCELoss",
+    "DistillLoss",
+    "FocalLoss",
+    "HierarchicalContrastiveLoss",
+    "InfoNCELoss",
+    "WeightedCELoss",
+]
