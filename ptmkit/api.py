@@ -44,6 +44,7 @@ from .plugin_api import (
     PluginConfig,
     ReadContext,
     Reader,
+    structure_only,
 )
 from .registry import KINDS, Registrar, register
 from .sitetable import COLUMNS, SPLITS, SiteTable, window_at, windows_at
@@ -64,6 +65,7 @@ __all__ = [
     "Metrics",
     "PluginConfig",
     "OddInt",
+    "structure_only",
     # data
     "SiteTable",
     "window_at",

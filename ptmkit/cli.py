@@ -166,6 +166,24 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_task_tokens(args: argparse.Namespace) -> int:
+    from . import recipe as recipes
+    from . import task_tokens
+    from .datasets import resolve_data_root
+
+    recipe = recipes.load(args.recipe, args.set)
+    tokens = task_tokens.compute(
+        recipe, args.feature, args.length, data_root=resolve_data_root(args.data_root), seed=args.seed
+    )
+    path = task_tokens.save(tokens, Path(args.output), recipe=recipe, feature=args.feature)
+    counts = ", ".join(f"{t} {n}" for t, n in tokens.positives.items())
+    print(
+        f"{path}: task_tokens {list(tokens.tokens.shape)}, tasks in recipe order "
+        f"({', '.join(tokens.tasks)}), from the positive training sites ({counts})"
+    )
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import sweep as sweeps
     from .datasets import resolve_data_root
@@ -200,8 +218,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     if load_with_extends(Path(args.recipe))[0].get("kind") == "pretrain":
         return _validate_pretrain(args)
+    from .plugin_api import structure_only_build
+
     recipe = recipes.load(args.recipe, args.set)
-    built = assemble(recipe)
+    with structure_only_build():  # a node whose weights are elsewhere describes its architecture
+        built = assemble(recipe)
     graph = built.graph
     print(f"{args.recipe}: valid (recipe hash {recipe.digest()})")
     if recipe.source is not None:
@@ -238,6 +259,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"parameters: {built.parameters:,} ({trainable:,} trainable, {frozen:,} frozen); "
         f"output node: {graph.output}; losses: {losses}"
     )
+    for name in graph.order:
+        missing = getattr(graph.blocks[name], "unloaded", None)
+        if missing:
+            print(f"note: node {name}: {missing}; counts from its architecture; `ptmkit run` needs them")
     if args.filled:
         print("\nfilled recipe (every default written out; what runs log and package):")
         print(recipe.to_yaml(), end="")
@@ -744,6 +769,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="folder holding uniptms/ (default: $PTMKIT_DATA or the user cache)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
+
+    tt = sub.add_parser(
+        "task-tokens",
+        help="per-task prompt initialisation: k-means centres of a feature at the positive training sites",
+    )
+    recipe_args(tt)
+    tt.add_argument("--feature", required=True, help="a feature the recipe declares (e.g. its ESM-2)")
+    tt.add_argument("--length", type=int, default=500, help="tokens per task (MTPrompt-PTM: 500)")
+    tt.add_argument("--seed", type=int, default=0, help="k-means seed")
+    tt.add_argument("-o", "--output", required=True, help="safetensors file to write")
+    tt.add_argument("--data-root", help=DATA_ROOT_HELP)
+    tt.set_defaults(func=cmd_task_tokens)
 
     pt = sub.add_parser(
         "pretrain", help="pretrain a protein language model (kind: pretrain recipe), tracked in MLflow"

@@ -8,10 +8,12 @@ or type fails before any work starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar
@@ -33,6 +35,26 @@ def _positive_odd(value: int) -> int:
 
 #: A positive odd integer (kernel widths, sub-windows) for plugin configs: ``k: OddInt = 3``.
 OddInt = Annotated[int, AfterValidator(_positive_odd)]
+
+
+_STRUCTURE_ONLY: ContextVar[bool] = ContextVar("ptmkit_structure_only", default=False)
+
+
+@contextlib.contextmanager
+def structure_only_build() -> Iterator[None]:
+    """Build graphs only to describe them (``ptmkit validate``): see :func:`structure_only`."""
+    token = _STRUCTURE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _STRUCTURE_ONLY.reset(token)
+
+
+def structure_only() -> bool:
+    """True while a graph is built only to be described. A node whose weights are not available
+    here may then build its architecture without them (random or meta tensors), and set
+    ``self.unloaded`` to a line saying what is missing, instead of failing."""
+    return _STRUCTURE_ONLY.get()
 
 
 class PluginConfig(BaseModel):

@@ -301,7 +301,9 @@ class Scanner:
                             self.encoded += 1
                         tensors[name] = cache[key]
                     t0 = time.perf_counter()
-                    scores = self._score(model, tensors, mask if rows is None else mask[rows], rows)
+                    scores = self._score(
+                        model, tensors, mask if rows is None else mask[rows], rows, residues[keep]
+                    )
                     self.model_seconds += time.perf_counter() - t0
                 kept = table.frame.loc[keep, ["protein_id", "position", "residue"]].reset_index(drop=True)
                 kept_residues, kept_protein = residues[keep], index[keep]
@@ -331,10 +333,13 @@ class Scanner:
         tensors: dict[str, torch.Tensor],
         mask: torch.Tensor,
         rows: torch.Tensor | None,
+        residues: np.ndarray,
     ) -> list[np.ndarray]:
         """Each task's scores of the rows (a view of this model's residues in the shared
         encodings: no copy of them). One pass scores every task at once ([n, T]); a task trained
-        on narrower, padded fragments gets a pass with its windows masked to its own width."""
+        on narrower, padded fragments gets a pass with its windows masked to its own width. A
+        task-conditioned model (per-task prompts) scores each task's residues in a pass of its
+        own (NaN at the other rows, which that task does not score)."""
         widths: dict[int, list[int]] = {}
         for j, task in enumerate(model.tasks):
             widths.setdefault(model.trained_width(task), []).append(j)
@@ -343,10 +348,16 @@ class Scanner:
         for width, tasks in widths.items():
             keep = mask if width == model.window else mask & central(model.window, width)
             if conditioned:
+                everything = torch.arange(len(keep)) if rows is None else rows
                 for j in tasks:
-                    task = torch.full((len(keep),), j, dtype=torch.long)
-                    rows_j = Encoded(tensors, keep, index=rows, task=task)
-                    out[j] = infer(model.model, rows_j, batch_size=self.batch_size).scores
+                    sel = np.isin(residues, list(model.tasks[j].residues))
+                    out[j] = np.full(len(keep), np.nan, dtype=np.float32)
+                    if not sel.any():
+                        continue
+                    pick = torch.from_numpy(np.nonzero(sel)[0])
+                    task = torch.full((len(pick),), j, dtype=torch.long)
+                    rows_j = Encoded(tensors, keep[pick], index=everything[pick], task=task)
+                    out[j][sel] = infer(model.model, rows_j, batch_size=self.batch_size).scores
                 continue
             scores = infer(model.model, Encoded(tensors, keep, index=rows), batch_size=self.batch_size).scores
             scores = scores.reshape(len(scores), -1)

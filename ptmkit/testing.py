@@ -385,10 +385,6 @@ def check_loss(
     return value.detach()
 
 
-#: ESM-2's vocabulary, in id order (the vocab.txt of every facebook/esm2_* repository).
-ESM2_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-", "<null_1>", "<mask>")
-
-
 def save_tiny_esm2(folder: Any, *, hidden: int = 16, layers: int = 2, heads: int = 2, seed: int = 0) -> Any:
     """A random ESM-2 with ESM's real vocabulary and tokenizer saved by ``save_pretrained`` at
     ``folder``: what the ``esm2`` feature (and anything loading ESM-2 from a local folder) reads,
@@ -396,25 +392,13 @@ def save_tiny_esm2(folder: Any, *, hidden: int = 16, layers: int = 2, heads: int
     from pathlib import Path
 
     import transformers
+    from ptmkit_plugins.features.plm_models import ESM2_TOKENS, esm2_config
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(ESM2_TOKENS) + "\n")
-    config = transformers.EsmConfig(
-        vocab_size=len(ESM2_TOKENS),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        max_position_embeddings=1026,
-        position_embedding_type="rotary",
-        pad_token_id=1,
-        mask_token_id=32,
-        token_dropout=True,
-        emb_layer_norm_before=False,
-        layer_norm_eps=1e-5,
-    )
+    config = esm2_config(hidden=hidden, layers=layers, heads=heads)
     torch.manual_seed(seed)
     transformers.EsmModel(config, add_pooling_layer=False).eval().save_pretrained(folder)
     transformers.EsmTokenizer(str(vocab)).save_pretrained(folder)

@@ -153,5 +153,7 @@ def test_distillation_is_refused_without_teachers_or_with_a_task_the_recipe_lack
         assemble(recipes.load(path))
     raw["distill"] = {"teachers": {"K": "somewhere"}}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.raises(RecipeError, match=r"student.yaml:\d+.*no task 'K' in this recipe; tasks: succinylation"):
+    with pytest.raises(
+        RecipeError, match=r"student.yaml:\d+.*no task 'K' in this recipe; tasks: succinylation"
+    ):
         recipes.load(path)

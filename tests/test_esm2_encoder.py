@@ -209,8 +209,9 @@ def _fastas(folder: Path) -> None:
     (folder / "s.fasta").write_text("\n".join(s_lines) + "\n")
 
 
-def test_a_prompt_tuned_multi_task_protein_model_trains_predicts_and_evaluates_as_it_scored(
-    esm_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("unit", ["protein", "window"])
+def test_a_prompt_tuned_multi_task_model_trains_predicts_and_evaluates_as_it_scored(
+    esm_dir: Path, tmp_path: Path, unit: str
 ) -> None:
     _fastas(tmp_path)
 
@@ -229,8 +230,12 @@ def test_a_prompt_tuned_multi_task_protein_model_trains_predicts_and_evaluates_a
             "tasks": {"K": {"source": source("K")}, "S": {"source": source("S")}},
             "window": 15,
             "split": {"valid": 0.2, "test": 0.25, "seed": 0, "group": "protein"},
-            "unit": "protein",
-            "protein": {"chunk": 101, "overlap": 20, "batch_residues": 1024},
+            "unit": unit,
+            **(
+                {"protein": {"chunk": 101, "overlap": 20, "batch_residues": 1024}}
+                if unit == "protein"
+                else {}
+            ),
         },
         "features": {"ids": {"type": "residue_ids"}},
         "model": {
@@ -241,7 +246,13 @@ def test_a_prompt_tuned_multi_task_protein_model_trains_predicts_and_evaluates_a
                     "model": str(esm_dir),
                     "prompts": {"length": 4, "tasks": 2},
                 },
-                "heads": {"type": "task_heads", "inputs": ["plm"], "tasks": 2, "hidden": [8], "pool": "none"},
+                "heads": {
+                    "type": "task_heads",
+                    "inputs": ["plm"],
+                    "tasks": 2,
+                    "hidden": [8],
+                    "pool": "none" if unit == "protein" else "center",
+                },
             }
         },
         "train": {"epochs": 2, "lr": 0.01, "seed": 0, "threads": 1},

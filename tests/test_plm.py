@@ -25,6 +25,7 @@ esm = pytest.importorskip("esm")
 from ptmkit_plugins.features.plm import Ember2, Esm2, HFEncoder, PlmFeature, ProtT5  # noqa: E402
 from ptmkit_plugins.features.plm_context import chunk_owner, chunk_spans, plan_segments  # noqa: E402
 from ptmkit_plugins.features.plm_models import (  # noqa: E402
+    ESM2_TOKENS,
     FeatureUnavailableError,
     ModelUnavailableError,
     Runner,
@@ -34,7 +35,7 @@ from ptmkit import embcache  # noqa: E402
 from ptmkit.errors import PtmkitError  # noqa: E402
 from ptmkit.hooks import build_registry  # noqa: E402
 from ptmkit.sitetable import SiteTable, window_at  # noqa: E402
-from ptmkit.testing import ESM2_TOKENS, save_tiny_esm2  # noqa: E402
+from ptmkit.testing import save_tiny_esm2  # noqa: E402
 
 ESM_TOKENS = list(ESM2_TOKENS)
 HIDDEN, LAYERS, HEADS = 16, 2, 2

@@ -29,17 +29,28 @@ Memory on long proteins is bounded by the units: ``data.protein.chunk`` residues
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from ptmkit_plugins.features.plm_models import hf_fix, load_hf, locate, require
+from ptmkit_plugins.features.plm_models import (
+    ESM2_DIMS,
+    ESM2_SHAPES,
+    ESM2_TOKENS,
+    ModelUnavailableError,
+    esm2_config,
+    hf_fix,
+    load_hf,
+    locate,
+    require,
+)
 from pydantic import Field, model_validator
 from torch import nn
 
 from ptmkit.alphabet import PAD_INDEX, STANDARD
-from ptmkit.api import GraphModule, PluginConfig, register
+from ptmkit.api import GraphModule, PluginConfig, register, structure_only
 
 
 class PromptOptions(PluginConfig):
@@ -95,6 +106,13 @@ class ResidualAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.module(x)
+
+
+def _adapt(
+    adapters: nn.ModuleDict, key: str, _module: nn.Module, _inputs: Any, out: torch.Tensor
+) -> torch.Tensor:
+    """Forward hook: a projection's output through its residual adapter."""
+    return adapters[key](out)
 
 
 #: fair-esm parameter names (S-PLM's) -> transformers EsmModel's, per layer part
@@ -210,7 +228,7 @@ class Esm2Encoder(GraphModule):
             raise ValueError(
                 f"esm2_encoder reads the residue_ids feature (dim 1), got inputs of dims {self.in_dims}"
             )
-        self.esm, tokenizer = _load_esm(config)
+        self.esm, tokenizer, self.unloaded = _load_esm(config)
         cfg = self.esm.config
         hidden, n = int(cfg.hidden_size), int(cfg.num_hidden_layers)
         self.hidden, self.n_layers = hidden, n
@@ -228,8 +246,11 @@ class Esm2Encoder(GraphModule):
         checkpoint = None
         if config.checkpoint is not None:
             path = Path(config.checkpoint).expanduser()
-            checkpoint = (path, *hf_names(read_checkpoint(path)))
-            self._load_body(*checkpoint[:2])
+            if self._describe_only(path, "checkpoint"):
+                pass
+            else:
+                checkpoint = (path, *hf_names(read_checkpoint(path)))
+                self._load_body(*checkpoint[:2])
         if config.lora is not None:  # before the adapters: they follow the LoRA-wrapped projections
             peft = require("peft", "esm2_encoder")
             lora = peft.LoraConfig(
@@ -249,22 +270,31 @@ class Esm2Encoder(GraphModule):
                     adapter = ResidualAdapter(hidden, a.hidden or hidden // 2)
                     self.adapters[f"{i}_{j}"] = adapter
                     target = self.esm.encoder.layer[i].get_submodule(path_)
-                    target.register_forward_hook(lambda _m, _i, out, ad=adapter: ad(out))
+                    # a partial, not a closure: a deep copy of the node then calls its own adapters
+                    target.register_forward_hook(functools.partial(_adapt, self.adapters, f"{i}_{j}"))
         if checkpoint is not None and checkpoint[2]:
             self._load_adapters(checkpoint[0], checkpoint[2])
 
         self.prompt: nn.Parameter | None = None
         if config.prompts is not None:
             p = config.prompts
-            if p.init == "file":
-                assert p.file is not None
-                init = load_task_tokens(Path(p.file).expanduser(), p.tasks, p.length, hidden)
+            if p.init == "file" and not self._describe_only(Path(str(p.file)).expanduser(), "prompts.file"):
+                init = load_task_tokens(Path(str(p.file)).expanduser(), p.tasks, p.length, hidden)
             else:
                 init = torch.randn(p.tasks, p.length, hidden) * p.init_std
             self.prompt = nn.Parameter(init)
             self.task_count = p.tasks if p.tasks > 1 else None
         self._freeze(config)
         self.output_dims = {"out": hidden}
+
+    def _describe_only(self, path: Path, key: str) -> bool:
+        """Whether ``path`` is skipped because the graph is only described (``ptmkit validate``)
+        and the weights or the file are not here; the reason joins ``unloaded``."""
+        if not structure_only() or (path.exists() and self.unloaded is None):
+            return False
+        why = f"{key} {path} not read" + ("" if path.exists() else " (no such file here)")
+        self.unloaded = f"{self.unloaded}; {why}" if self.unloaded else why
+        return True
 
     def _load_body(self, path: Path, body: dict[str, torch.Tensor]) -> None:
         if not body:
@@ -312,6 +342,8 @@ class Esm2Encoder(GraphModule):
     ) -> torch.Tensor:
         index = inputs[0][..., 0].round().long()
         b, w = index.shape
+        if self.unloaded is not None:  # built to be described (ptmkit validate): shapes only
+            return torch.zeros(b, w, self.hidden, device=index.device)
         ids = self.to_token[index].masked_fill(~mask, self.pad_id)
         full = torch.full((b, w + 2), self.pad_id, dtype=torch.long, device=ids.device)
         full[:, 1 : w + 1] = ids
@@ -342,7 +374,19 @@ class Esm2Encoder(GraphModule):
         return hidden * mask.unsqueeze(-1).to(hidden.dtype)
 
 
-def _load_esm(config: Esm2Encoder.Config) -> tuple[Any, Any]:
+class _Vocab:
+    """ESM-2's tokenizer ids, for a model built from its architecture alone."""
+
+    cls_token_id, pad_token_id, eos_token_id = (ESM2_TOKENS.index(t) for t in ("<cls>", "<pad>", "<eos>"))
+
+    def get_vocab(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(ESM2_TOKENS)}
+
+
+def _load_esm(config: Esm2Encoder.Config) -> tuple[Any, Any, str | None]:
+    """The model and tokenizer; under ``ptmkit validate`` (``structure_only``) a released ESM-2
+    whose weights are not here is built from its known shape on the meta device (no memory, no
+    weights), with the reason as the third value."""
     transformers = require("transformers", "esm2_encoder")
 
     def load(source: str, kw: dict[str, Any]) -> tuple[Any, Any]:
@@ -350,5 +394,16 @@ def _load_esm(config: Esm2Encoder.Config) -> tuple[Any, Any]:
         return model, transformers.AutoTokenizer.from_pretrained(source, **kw)
 
     fix = hf_fix(config.model, config.revision)
-    model, tokenizer = load_hf(locate("esm2_encoder", config.model, config.revision, fix=fix), load, fix)
-    return model, tokenizer
+    try:
+        model, tokenizer = load_hf(locate("esm2_encoder", config.model, config.revision, fix=fix), load, fix)
+    except ModelUnavailableError as exc:
+        name = config.model.rstrip("/").split("/")[-1]
+        if not structure_only() or name not in ESM2_SHAPES:
+            raise
+        layers, heads = ESM2_SHAPES[name]
+        with torch.device("meta"):
+            model = transformers.EsmModel(
+                esm2_config(hidden=ESM2_DIMS[name], layers=layers, heads=heads), add_pooling_layer=False
+            )
+        return model, _Vocab(), f"{config.model}: weights not available here ({str(exc).split('. Fix:')[0]})"
+    return model, tokenizer, None

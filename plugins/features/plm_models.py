@@ -46,6 +46,18 @@ ESM2_DIMS = {
     "esm2_t36_3B_UR50D": 2560,
     "esm2_t48_15B_UR50D": 5120,
 }
+#: The released ESM-2 models' shapes (layers, attention heads; hidden size above): what a model
+#: of that name is built with when only its structure is needed (``ptmkit validate`` offline).
+ESM2_SHAPES = {
+    "esm2_t6_8M_UR50D": (6, 20),
+    "esm2_t12_35M_UR50D": (12, 20),
+    "esm2_t30_150M_UR50D": (30, 20),
+    "esm2_t33_650M_UR50D": (33, 20),
+    "esm2_t36_3B_UR50D": (36, 40),
+    "esm2_t48_15B_UR50D": (48, 40),
+}
+#: ESM-2's vocabulary, in id order (the vocab.txt of every facebook/esm2_* repository).
+ESM2_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO.-", "<null_1>", "<mask>")
 FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/"
 _PROBE_TIMEOUT = 5.0
 #: Phrases of transformers' "not in the local cache" errors.
@@ -629,3 +641,23 @@ def load_fair_esm(plugin: str, spec: str, *, trust_checkpoint: bool) -> tuple[An
             ) from exc
         tried = [f"the checkpoint {path} (exists, but loading failed: {_first_line(exc)})"]
         raise ModelUnavailableError(unavailable(plugin, spec, None, tried, fair_esm_fix(path.stem))) from exc
+
+
+def esm2_config(*, hidden: int, layers: int, heads: int) -> Any:
+    """A transformers ``EsmConfig`` of an ESM-2 of this shape (rotary positions, token dropout,
+    ESM's 33-token vocabulary), as the released models are configured."""
+    transformers = require("transformers", "esm2")
+    return transformers.EsmConfig(
+        vocab_size=len(ESM2_TOKENS),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=1026,
+        position_embedding_type="rotary",
+        pad_token_id=ESM2_TOKENS.index("<pad>"),
+        mask_token_id=ESM2_TOKENS.index("<mask>"),
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        layer_norm_eps=1e-5,
+    )
