@@ -189,11 +189,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .datasets import resolve_data_root
     from .table import render
 
-    sweep = sweeps.load(args.sweep, args.set)
-    print(f"sweep {sweep.name}: {len(sweep.recipes)} variants valid ({', '.join(sweep.recipes)})")
+    reporting = args.sweep == "report" and args.file is not None and not Path(args.sweep).is_file()
+    if args.file is not None and not reporting:
+        raise PtmkitError(
+            f"ptmkit sweep takes one sweep file (or `report FILE`), got {args.sweep!r} and {args.file!r}"
+        )
+    sweep = sweeps.load(args.file if reporting else args.sweep, args.set)
+    if args.list:
+        for name in sweep.recipes:
+            print(name)
+        return 0
+    print(
+        f"sweep {sweep.name}: {len(sweep.recipes)} variants valid ({', '.join(sweep.recipes)})",
+        file=sys.stderr,
+    )
     if args.dry_run:
         return 0
-    table = sweeps.run_sweep(sweep, data_root=resolve_data_root(args.data_root), progress=not args.quiet)
+    if args.start:
+        parent = sweeps.start_parent(sweep, sweep_id=args.sweep_id)
+        print(parent)
+        print(
+            f"parent run {parent} of sweep {sweep.name} at {sweeps.store_of(sweep)}; run each variant "
+            f"with --only NAME --parent-run {parent}, then "
+            f"`ptmkit sweep report {args.sweep} --parent-run {parent}`",
+            file=sys.stderr,
+        )
+        return 0
+    if args.only is not None or reporting:
+        parent = sweeps.resolve_parent(sweep, parent_run=args.parent_run, sweep_id=args.sweep_id)
+        if args.only is not None:
+            row = sweeps.run_variant(
+                sweep,
+                args.only,
+                parent_id=parent,
+                data_root=resolve_data_root(args.data_root),
+                progress=not args.quiet,
+            )
+            print(f"variant {args.only}: {row['status']} (run {row.get('run_id', '-')}, parent {parent})")
+            return 0 if row["status"] == "FINISHED" else 1
+        table = sweeps.report(sweep, parent_id=parent, partial=args.partial)
+    else:
+        table = sweeps.run_sweep(sweep, data_root=resolve_data_root(args.data_root), progress=not args.quiet)
     print(f"\n{sweep.name}: test metrics per variant (* best; ranked by {sweep.rank_by})")
     print(
         render(
@@ -796,10 +832,21 @@ def parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("sweep", help="run the variants of a sweep file as nested runs; print the table")
-    s.add_argument("sweep", help="sweep YAML file (base recipe + named variants)")
+    s.add_argument("sweep", help="sweep YAML file (base recipe + named variants), or `report`")
+    s.add_argument("file", nargs="?", help="with `report`: the sweep file whose table to rebuild")
     s.add_argument("--set", action="append", metavar="PATH=VALUE", help="override every variant")
     s.add_argument("--data-root", help=DATA_ROOT_HELP)
     s.add_argument("--dry-run", action="store_true", help="validate every variant, run nothing")
+    s.add_argument("--list", action="store_true", help="print the variant names, one per line (job arrays)")
+    s.add_argument("--start", action="store_true", help="split sweep: create the parent run, print its id")
+    s.add_argument("--only", metavar="VARIANT", help="split sweep: run this variant under the parent run")
+    s.add_argument("--parent-run", metavar="ID", help="split sweep: the parent run (from --start)")
+    s.add_argument(
+        "--sweep-id", metavar="ID", help="split sweep: find (or, with --start, tag) the parent by this id"
+    )
+    s.add_argument(
+        "--partial", action="store_true", help="report: rebuild the table though variants are missing"
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--format", **FORMAT_ARG)
     s.set_defaults(func=cmd_sweep)

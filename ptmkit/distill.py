@@ -8,7 +8,8 @@ and its protein units. The logits become each row's ``teacher`` target, which th
 loss reads. A row of a task without a teacher gets NaN, and the loss uses its label alone.
 
 The run logs the logits (``distill/teacher_logits.csv``: every row with its split) and each
-teacher's identity: the reference as a param, its run id and package name as tags.
+teacher's identity: the reference (a param of the filled recipe, ``distill.teachers.<task>``),
+its run id and package name as tags.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ class Teachers:
 
     logits: np.ndarray  # float32 [N]
     identities: dict[str, dict[str, str]]  # student task -> ref, run_id, name, teacher_task
-
-    def params(self) -> dict[str, str]:
-        return {f"distill.teacher.{task}": who["ref"] for task, who in self.identities.items()}
 
     def tags(self) -> dict[str, str]:
         out = {}

@@ -55,14 +55,22 @@ class MeanProbability(nn.Module):
         mask: torch.Tensor,
         task: torch.Tensor | None = None,
         sites: torch.Tensor | None = None,
+        unit_task: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         probs = [
             torch.sigmoid(
-                member({own: features[key] for own, key in names.items()}, mask, task, sites)["logits"]
+                member({own: features[key] for own, key in names.items()}, mask, task, sites, unit_task)[
+                    "logits"
+                ]
             )
             for member, names in zip(self.members, self.inputs, strict=True)
         ]
         return {"logits": torch.logit(torch.stack(probs).mean(dim=0), eps=EPS)}
+
+    @property
+    def reads_task(self) -> bool:
+        """Whether a member is conditioned on the task (then each task is scored in its own pass)."""
+        return any(member.reads_task for member in self.members)
 
 
 def member_key(i: int, name: str) -> str:

@@ -223,8 +223,7 @@ def fit(
         tracker.phase("teacher scores")
         teachers = distill.teacher_logits(recipe, table, tracking_uri=recipe.tracking.uri, progress=progress)
         encoded.targets = {"teacher": torch.from_numpy(teachers.logits)}
-        tracker.log_params(teachers.params())
-        tracker.set_tags(teachers.tags())
+        tracker.set_tags(teachers.tags())  # the references are params already (distill.teachers.*)
         tracker.log_artifact(distill.write_logits(teachers, table, work / "teacher_logits.csv"), "distill")
     train, valid, test = (split_rows(table, encoded, name) for name in SPLITS)
     assert train.labels is not None

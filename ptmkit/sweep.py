@@ -23,6 +23,7 @@ import contextlib
 import copy
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,18 +264,82 @@ def highlight(frame: pd.DataFrame, fmt: str) -> pd.DataFrame:
     return out
 
 
+#: Tags of a sweep's parent run: the sweep's name, and (split sweeps) its id and that it is split.
+SWEEP_TAG, SWEEP_ID_TAG, SPLIT_TAG, VARIANT_TAG = (
+    "ptmkit.sweep",
+    "ptmkit.sweep.id",
+    "ptmkit.sweep.split",
+    "ptmkit.sweep.variant",
+)
+
+
+def _parent_tags(sweep: Sweep) -> dict[str, str]:
+    return {SWEEP_TAG: sweep.name, "ptmkit.recipe": "sweep"}
+
+
+def _parent_params(sweep: Sweep) -> dict[str, str]:
+    return {"sweep.variants": str(len(sweep.recipes)), "sweep.rank_by": sweep.rank_by}
+
+
+def store_of(sweep: Sweep) -> str:
+    """The tracking URI the sweep's runs go to (its recipes' ``tracking.uri``, else the default)."""
+    from . import tracking
+
+    return tracking.tracking_uri(next(iter(sweep.recipes.values())).tracking.uri)
+
+
+def variant_row(run: Any, description: str = "") -> dict[str, Any]:
+    """A variant's row of the comparison table, read from its MLflow run: the one source of rows
+    for a sweep run whole and for one rebuilt from its variants' runs (``ptmkit sweep report``)."""
+    row: dict[str, Any] = {"description": description}
+    if run is None or run.info.status != "FINISHED":
+        return {**row, "status": "FAILED" if run is not None else "MISSING"}
+    metrics, params = run.data.metrics, run.data.params
+    return {
+        **row,
+        "status": "FINISHED",
+        **{k: metrics.get(f"test/{k}", float("nan")) for k in TABLE_METRICS},
+        "params": int(params.get("model.parameters", 0)),
+        "epoch_s": round(float(metrics.get("time/epoch_s_median", float("nan"))), 2),
+        "run_id": run.info.run_id[:8],
+    }
+
+
+def publish_table(client: Any, parent_id: str, sweep: Sweep, rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The comparison table from ``rows``, logged to the parent run: ``comparison.md``/``.csv``/
+    ``.png``, the best variant as a tag and its metrics as ``best/*``."""
+    import tempfile
+
+    from .plots import sweep_bars
+    from .table import render
+
+    table = comparison(rows)
+    finished = table[table["status"] == "FINISHED"] if "status" in table else table
+    best = best_variant(table, sweep.rank_by)  # never a degenerate classifier
+    if best is not None:
+        client.set_tag(parent_id, "ptmkit.best_variant", best)
+        for k in TABLE_METRICS:
+            client.log_metric(parent_id, f"best/{k}", float(finished.at[best, k]))
+    client.log_text(parent_id, render(highlight(table, "markdown"), "markdown"), "comparison.md")
+    client.log_text(parent_id, render(table, "csv"), "comparison.csv")
+    if len(finished):
+        with tempfile.TemporaryDirectory() as tmp:
+            png = sweep_bars(finished, ["mcc", "auc", "ap"], Path(tmp) / "comparison.png", sweep.name)
+            client.log_artifact(parent_id, str(png))
+    return table
+
+
 def run_sweep(sweep: Sweep, *, data_root: Path, progress: bool = True) -> pd.DataFrame:
     """Run every variant as a nested MLflow run under one parent; log and return the table."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     from . import tracking
-    from .plots import sweep_bars
     from .run import run
-    from .table import render
 
-    first = next(iter(sweep.recipes.values()))
-    uri = tracking.tracking_uri(first.tracking.uri)
+    uri = store_of(sweep)
     experiment_id = tracking.setup(uri, sweep.experiment)
+    client = MlflowClient(uri)
     rows: dict[str, dict[str, Any]] = {}
     where = tracking.Phase("sweep setup")  # a signal ends the parent KILLED "during variant x (2/4)"
     with contextlib.ExitStack() as stack:
@@ -283,42 +348,137 @@ def run_sweep(sweep: Sweep, *, data_root: Path, progress: bool = True) -> pd.Dat
             stack.enter_context(tracking.ending_on_error(where))
         stack.enter_context(tracking.Heartbeat(parent.info.run_id, uri))
         with tracking.deferred_signals():
-            mlflow.set_tags({"ptmkit.sweep": sweep.name, "ptmkit.recipe": "sweep"})
-            mlflow.log_params({"sweep.variants": len(sweep.recipes), "sweep.rank_by": sweep.rank_by})
+            mlflow.set_tags(_parent_tags(sweep))
+            mlflow.log_params(_parent_params(sweep))
             mlflow.log_text(sweep.path.read_text(), "sweep.yaml")
         for i, (name, recipe) in enumerate(sweep.recipes.items(), 1):
             print(f"[{i}/{len(sweep.recipes)}] {name}", file=sys.stderr)
             where.now = f"variant {name} ({i}/{len(sweep.recipes)})"
-            row: dict[str, Any] = {"description": sweep.descriptions[name]}
             try:
                 summary = run(recipe, data_root=data_root, progress=progress, nested=True)
             except Exception as exc:  # one broken variant must not cost the others
                 print(f"  variant {name} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-                rows[name] = {**row, "status": "FAILED"}
+                rows[name] = {"description": sweep.descriptions[name], "status": "FAILED"}
                 continue
-            rows[name] = {
-                **row,
-                "status": "FINISHED",
-                **{k: summary.test[k] for k in TABLE_METRICS},
-                "params": summary.parameters,
-                "epoch_s": round(summary.epoch_seconds, 2),
-                "run_id": summary.run_id[:8],
-            }
+            rows[name] = variant_row(client.get_run(summary.run_id), sweep.descriptions[name])
         where.now = "the sweep table"
-        table = comparison(rows)
-        finished = table[table["status"] == "FINISHED"] if "status" in table else table
-        best = best_variant(table, sweep.rank_by)  # never a degenerate classifier
-        if best is not None:
-            mlflow.set_tag("ptmkit.best_variant", best)
-            mlflow.log_metrics({f"best/{k}": float(finished.at[best, k]) for k in TABLE_METRICS})
-        mlflow.log_text(render(highlight(table, "markdown"), "markdown"), "comparison.md")
-        mlflow.log_text(render(table, "csv"), "comparison.csv")
-        if len(finished):
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                png = sweep_bars(finished, ["mcc", "auc", "ap"], Path(tmp) / "comparison.png", sweep.name)
-                mlflow.log_artifact(str(png))
+        with tracking.deferred_signals():
+            table = publish_table(client, parent.info.run_id, sweep, rows)
         table.attrs["parent_run_id"] = parent.info.run_id
         table.attrs["tracking_uri"] = uri
+    return table
+
+
+# ---------------------------------------------------------------------------- split sweeps
+def start_parent(sweep: Sweep, *, sweep_id: str | None = None) -> str:
+    """A split sweep's first step: the parent run (RUNNING until ``report`` ends it); its id.
+    With ``sweep_id`` the variants find it by that id; a second parent of one id is refused."""
+    from mlflow.tracking import MlflowClient
+
+    from . import tracking
+
+    uri = store_of(sweep)
+    experiment_id = tracking.setup(uri, sweep.experiment)
+    client = MlflowClient(uri)
+    if sweep_id is not None and _find_parent(client, experiment_id, sweep_id) is not None:
+        raise RecipeError(
+            f"sweep id {sweep_id!r} already has a parent run in experiment {sweep.experiment!r}"
+        )
+    tags = {**_parent_tags(sweep), SPLIT_TAG: "true", "mlflow.runName": sweep.name}
+    if sweep_id is not None:
+        tags[SWEEP_ID_TAG] = sweep_id
+    parent = client.create_run(experiment_id, run_name=sweep.name, tags=tags)
+    for key, value in _parent_params(sweep).items():
+        client.log_param(parent.info.run_id, key, value)
+    client.log_text(parent.info.run_id, sweep.path.read_text(), "sweep.yaml")
+    client.set_tag(parent.info.run_id, tracking.HEARTBEAT_TAG, f"{time.time():.0f}")
+    return parent.info.run_id
+
+
+def _find_parent(client: Any, experiment_id: str, sweep_id: str) -> Any | None:
+    found = client.search_runs([experiment_id], f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'")
+    return found[0] if found else None
+
+
+def resolve_parent(sweep: Sweep, *, parent_run: str | None, sweep_id: str | None) -> str:
+    """The parent run of a split sweep, by id or by sweep id, checked to be this sweep's."""
+    from mlflow.tracking import MlflowClient
+
+    from . import tracking
+
+    uri = store_of(sweep)
+    client = MlflowClient(uri)
+    if parent_run is None and sweep_id is None:
+        raise RecipeError("name the sweep's parent run: --parent-run ID or --sweep-id ID (from --start)")
+    if parent_run is not None:
+        try:
+            run = client.get_run(parent_run)
+        except Exception as exc:  # noqa: BLE001 - an unknown id, another store
+            raise RecipeError(
+                f"--parent-run {parent_run}: no such run in {uri} ({tracking.first_line(exc)})"
+            ) from None
+    else:
+        experiment_id = tracking.setup(uri, sweep.experiment)
+        run = _find_parent(client, experiment_id, str(sweep_id))
+        if run is None:
+            raise RecipeError(
+                f"--sweep-id {sweep_id}: no parent run in experiment {sweep.experiment!r} at {uri}; "
+                f"create it first: ptmkit sweep {sweep.path} --start --sweep-id {sweep_id}"
+            )
+    if run.data.tags.get(SWEEP_TAG) != sweep.name:
+        raise RecipeError(
+            f"run {run.info.run_id} is not a parent of sweep {sweep.name!r} "
+            f"(its {SWEEP_TAG} tag: {run.data.tags.get(SWEEP_TAG)!r})"
+        )
+    return run.info.run_id
+
+
+def run_variant(
+    sweep: Sweep, name: str, *, parent_id: str, data_root: Path, progress: bool = True
+) -> dict[str, Any]:
+    """One variant of a split sweep (one job of an array), as a child of ``parent_id``; its row."""
+    from mlflow.tracking import MlflowClient
+
+    from . import tracking
+    from .run import run
+
+    if name not in sweep.recipes:
+        raise RecipeError(f"--only {name}: no such variant; variants: {', '.join(sweep.recipes)}")
+    client = MlflowClient(store_of(sweep))
+    client.set_tag(parent_id, tracking.HEARTBEAT_TAG, f"{time.time():.0f}")  # the parent lives on
+    summary = run(sweep.recipes[name], data_root=data_root, progress=progress, parent_run_id=parent_id)
+    client.set_tag(summary.run_id, VARIANT_TAG, name)
+    client.set_tag(parent_id, tracking.HEARTBEAT_TAG, f"{time.time():.0f}")
+    return variant_row(client.get_run(summary.run_id), sweep.descriptions[name])
+
+
+def report(sweep: Sweep, *, parent_id: str, partial: bool = False) -> pd.DataFrame:
+    """Rebuild the comparison table from the variants' runs under ``parent_id``, log it to the
+    parent and end the parent (FINISHED; FAILED if a variant failed). Every variant must have
+    finished or failed: a missing or running one is an error unless ``partial``."""
+    from mlflow.tracking import MlflowClient
+
+    uri = store_of(sweep)
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    latest: dict[str, Any] = {}
+    for child in children:  # a variant run again (a retried job) counts by its latest run
+        latest[child.data.tags.get(VARIANT_TAG) or child.info.run_name] = child
+    waiting = [n for n in sweep.recipes if n not in latest or latest[n].info.status == "RUNNING"]
+    if waiting and not partial:
+        raise RecipeError(
+            f"sweep {sweep.name}: variants not finished yet: {', '.join(waiting)} (parent {parent_id}); "
+            "run them (--only NAME) or report what there is with --partial"
+        )
+    rows = {n: variant_row(latest.get(n), sweep.descriptions[n]) for n in sweep.recipes}
+    table = publish_table(client, parent_id, sweep, rows)
+    failed = any(r["status"] != "FINISHED" for r in rows.values())
+    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    table.attrs["parent_run_id"] = parent_id
+    table.attrs["tracking_uri"] = uri
     return table

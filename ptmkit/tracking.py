@@ -411,6 +411,8 @@ def stale_runs(uri: str, *, older_than: float | None = None, now: float | None =
     for run in search_all_runs(client, list(experiments), "attributes.status = 'RUNNING'"):
         start = run.info.start_time / 1000 if run.info.start_time else None
         beat = parse_heartbeat(run.data.tags.get(HEARTBEAT_TAG))
+        if run.data.tags.get("ptmkit.sweep.split") == "true":  # a split sweep's parent lives in its variants
+            beat = max([beat or 0.0, *_children_alive(client, run)])
         if is_stale(run.info.status, start, beat, now=now, limit=older_than):
             out.append(
                 StaleRun(
@@ -420,6 +422,17 @@ def stale_runs(uri: str, *, older_than: float | None = None, now: float | None =
                     last_alive(start, beat),
                 )
             )
+    return out
+
+
+def _children_alive(client: Any, run: Any) -> list[float]:
+    """The last signs of life (heartbeat, start, end) of a run's child runs."""
+    kids = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    out = []
+    for kid in kids:
+        times = [parse_heartbeat(kid.data.tags.get(HEARTBEAT_TAG)) or 0.0]
+        times += [(t or 0) / 1000 for t in (kid.info.start_time, kid.info.end_time)]
+        out.append(max(times))
     return out
 
 

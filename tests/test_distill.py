@@ -121,7 +121,7 @@ def test_a_student_learns_from_a_packaged_teacher_scored_once_and_logged(tmp_pat
     assert recipe.filled()["distill"]["teachers"] == {"succinylation": teacher.run_id}
     student = run(recipe, data_root=tmp_path, tracker=MlflowTracker(recipe.tracking), progress=False)
     logged = mlflow.MlflowClient(uri).get_run(student.run_id)
-    assert logged.data.params["distill.teacher.succinylation"] == teacher.run_id
+    assert logged.data.params["distill.teachers.succinylation"] == teacher.run_id
     assert logged.data.tags["ptmkit.teacher.succinylation.run_id"] == teacher.run_id
     logits = pd.read_csv(
         mlflow.artifacts.download_artifacts(
@@ -157,3 +157,66 @@ def test_distillation_is_refused_without_teachers_or_with_a_task_the_recipe_lack
         RecipeError, match=r"student.yaml:\d+.*no task 'K' in this recipe; tasks: succinylation"
     ):
         recipes.load(path)
+
+
+def test_one_multi_task_teacher_teaches_every_task_it_has(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    k_lines, s_lines = [], []
+    for i in range(50):
+        seq = [rng.choice(AMINO) for _ in range(60)]
+        for j in range(3, 60, 5):
+            seq[j] = "KS"[(j // 5) % 2]
+            if rng.random() < 0.4:
+                seq[j - 2] = "W"
+        text = "".join(seq)
+        for residue, lines in (("K", k_lines), ("S", s_lines)):
+            marks = "".join(
+                c + ("#" if c == residue and text[j - 2] == "W" else "") for j, c in enumerate(text)
+            )
+            lines += [f">sp|Q{i:04d}|P{i}", marks]
+    (tmp_path / "k.fasta").write_text("\n".join(k_lines) + "\n")
+    (tmp_path / "s.fasta").write_text("\n".join(s_lines) + "\n")
+
+    def source(residue: str) -> dict:
+        return {
+            "reader": "musite_fasta",
+            "name": f"syn-{residue}",
+            "ptm": residue,
+            "residues": residue,
+            "files": {"unsplit": f"{residue.lower()}.fasta"},
+        }
+
+    raw = _recipe(tmp_path, "teacher2", 15)
+    del raw["data"]["source"]
+    raw["data"]["tasks"] = {"K": {"source": source("K")}, "S": {"source": source("S")}}
+    raw["model"]["nodes"]["head"] = {"type": "task_heads", "inputs": ["cnn"], "pool": "center", "tasks": 2}
+    path = tmp_path / "teacher.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe = recipes.load(path)
+    teacher = run(recipe, data_root=tmp_path, tracker=MlflowTracker(recipe.tracking), progress=False)
+
+    raw.update(name="student2", losses=[{"type": "distill"}], distill={"teachers": {"all": teacher.run_id}})
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    recipe = recipes.load(path)
+    student = run(recipe, data_root=tmp_path, tracker=MlflowTracker(recipe.tracking), progress=False)
+    uri = recipe.tracking.uri
+    tags = mlflow.MlflowClient(uri).get_run(student.run_id).data.tags
+    assert tags["ptmkit.teacher.K.run_id"] == tags["ptmkit.teacher.S.run_id"] == teacher.run_id
+    logits = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{student.run_id}/distill/teacher_logits.csv",
+            tracking_uri=uri,
+            dst_path=str(tmp_path / "s"),
+        )
+    )
+    assert logits["teacher_logit"].notna().all() and set(logits["task"]) == {"K", "S"}
+    theirs = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{teacher.run_id}/predictions/test_predictions.csv",
+            tracking_uri=uri,
+            dst_path=str(tmp_path / "t"),
+        )
+    )
+    merged = theirs.merge(logits, on=["protein_id", "position", "task"])
+    assert len(merged) == len(theirs)
+    np.testing.assert_allclose(1 / (1 + np.exp(-merged["teacher_logit"])), merged["score"], atol=1e-5)

@@ -20,6 +20,7 @@ import yaml
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from ptmkit_plugins.backbones.esm2_encoder import FAIR_LAYER_NAMES  # noqa: E402
 from ptmkit_plugins.features.plm import Esm2  # noqa: E402
 
 from ptmkit import recipe as recipes  # noqa: E402
@@ -115,16 +116,7 @@ def test_an_splm_layout_checkpoint_loads_body_and_adapters_and_a_pickled_one_is_
 ) -> None:
     other = save_tiny_esm2(tmp_path / "other", hidden=16, layers=2, seed=7)
     hf = transformers.EsmModel.from_pretrained(other, add_pooling_layer=False).state_dict()
-    parts = {
-        "attention.self.query": "self_attn.q_proj",
-        "attention.self.key": "self_attn.k_proj",
-        "attention.self.value": "self_attn.v_proj",
-        "attention.output.dense": "self_attn.out_proj",
-        "attention.LayerNorm": "self_attn_layer_norm",
-        "intermediate.dense": "fc1",
-        "output.dense": "fc2",
-        "LayerNorm": "final_layer_norm",
-    }
+    parts = {hf_name: fair for fair, hf_name in FAIR_LAYER_NAMES.items()}
     fair = {"esm2.embed_tokens.weight": hf["embeddings.word_embeddings.weight"]}
     for key, value in hf.items():
         if key.startswith("encoder.layer."):
@@ -166,6 +158,20 @@ def test_per_task_prompts_condition_each_unit_on_its_task(esm_dir: Path, tmp_pat
     out = node(inputs, mask, task=torch.tensor([0, 1]))
     assert not torch.allclose(out[0], out[1], atol=1e-4)
     assert torch.allclose(node(inputs, mask, task=torch.tensor([1, 1]))[0], out[1], atol=1e-6)
+    # a deeper prompt layer overwrites the prompt positions before layer 1, and trains
+    deep = build(
+        "esm2_encoder",
+        [1],
+        model=str(esm_dir),
+        prompts={"length": 3, "tasks": 2, "init_std": 1.0, "layers": [0, 1]},
+    )
+    with torch.no_grad():
+        deep.prompt.copy_(node.prompt)
+    assert not torch.allclose(deep(inputs, mask, task=torch.tensor([0, 1])), out, atol=1e-4)
+    changed = _changed(deep, _step(deep, task=torch.tensor([0, 1])))
+    assert "deep_prompts.1" in changed and not any(n.startswith("esm.") for n in changed)
+    with pytest.raises(ValueError, match="0 among them"):
+        build("esm2_encoder", [1], model=str(esm_dir), prompts={"length": 3, "layers": [1]})
     # task tokens from a file: [tasks, length, hidden]
     from safetensors.torch import save_file
 

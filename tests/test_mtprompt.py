@@ -87,7 +87,7 @@ def test_the_lite_mtprompt_trains_its_teachers_then_distils_the_prompted_student
         filter_string="tags.mlflow.runName = 'mtprompt-lite'",
     )
     assert student.info.status == "FINISHED"
-    assert student.data.params["distill.teacher.K2"] == "models:/mtprompt-lite-teacher-K2@best"
+    assert student.data.params["distill.teachers.K2"] == "models:/mtprompt-lite-teacher-K2@best"
     for task in ("K2", "ST"):
         assert 0 <= student.data.metrics[f"test/{task}/ap"] <= 1
 

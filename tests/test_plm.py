@@ -22,6 +22,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 esm = pytest.importorskip("esm")
 
+from ptmkit_plugins.backbones.esm2_encoder import FAIR_LAYER_NAMES  # noqa: E402
 from ptmkit_plugins.features.plm import Ember2, Esm2, HFEncoder, PlmFeature, ProtT5  # noqa: E402
 from ptmkit_plugins.features.plm_context import chunk_owner, chunk_spans, plan_segments  # noqa: E402
 from ptmkit_plugins.features.plm_models import (  # noqa: E402
@@ -62,16 +63,7 @@ def _fair_from_hf(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "contact_head.regression.weight": "contact_head.regression.weight",
         "contact_head.regression.bias": "contact_head.regression.bias",
     }
-    parts = {
-        "self_attn.q_proj": "attention.self.query",
-        "self_attn.k_proj": "attention.self.key",
-        "self_attn.v_proj": "attention.self.value",
-        "self_attn.out_proj": "attention.output.dense",
-        "self_attn_layer_norm": "attention.LayerNorm",
-        "fc1": "intermediate.dense",
-        "fc2": "output.dense",
-        "final_layer_norm": "LayerNorm",
-    }
+    parts = FAIR_LAYER_NAMES  # fair-esm -> transformers, per layer part (the node's own table)
     for i in range(LAYERS):
         for fair, hfname in parts.items():
             for p in ("weight", "bias"):

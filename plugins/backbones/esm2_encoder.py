@@ -61,11 +61,18 @@ class PromptOptions(PluginConfig):
     file: str | None = Field(
         None, description="task tokens [tasks, length, hidden] (safetensors `task_tokens`, or .npy)"
     )
+    layers: list[int] = Field(
+        default_factory=lambda: [0],
+        description="where prompt vectors enter: 0 = in front of the input (MTPrompt-PTM: [0]); a "
+        "deeper k overwrites the prompt positions before layer k with vectors of their own",
+    )
 
     @model_validator(mode="after")
     def _file(self) -> PromptOptions:
         if (self.init == "file") != (self.file is not None):
             raise ValueError("prompts: init: file needs `file` (and `file` needs init: file)")
+        if 0 not in self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
+            raise ValueError(f"prompts.layers {self.layers}: distinct layer indices, 0 among them")
         return self
 
 
@@ -108,6 +115,20 @@ class ResidualAdapter(nn.Module):
         return x + self.module(x)
 
 
+def _reprompt(node: Esm2Encoder, key: str, _module: nn.Module, args: tuple, kwargs: dict) -> tuple:
+    """Forward pre-hook of a deeper prompt layer: its prompt positions get that layer's vectors."""
+    prompts = node.deep_prompts[key][node._chosen]
+    if args:
+        hidden = args[0]
+        return (torch.cat([prompts.to(hidden.dtype), hidden[:, prompts.shape[1] :]], 1), *args[1:]), kwargs
+    hidden = kwargs["hidden_states"]
+    kwargs = {
+        **kwargs,
+        "hidden_states": torch.cat([prompts.to(hidden.dtype), hidden[:, prompts.shape[1] :]], 1),
+    }
+    return args, kwargs
+
+
 def _adapt(
     adapters: nn.ModuleDict, key: str, _module: nn.Module, _inputs: Any, out: torch.Tensor
 ) -> torch.Tensor:
@@ -116,7 +137,7 @@ def _adapt(
 
 
 #: fair-esm parameter names (S-PLM's) -> transformers EsmModel's, per layer part
-_FAIR_LAYER = {
+FAIR_LAYER_NAMES = {
     "self_attn.q_proj": "attention.self.query",
     "self_attn.k_proj": "attention.self.key",
     "self_attn.v_proj": "attention.self.value",
@@ -149,7 +170,7 @@ def hf_names(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
         elif k.startswith("emb_layer_norm_after."):
             body["encoder." + k] = value
         elif m := re.match(r"^layers\.(\d+)\.(.+)\.(weight|bias)$", k):
-            part = _FAIR_LAYER.get(m[2])
+            part = FAIR_LAYER_NAMES.get(m[2])
             if part is not None:
                 body[f"encoder.layer.{m[1]}.{part}.{m[3]}"] = value
     return body, adapters
@@ -158,6 +179,8 @@ def hf_names(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], d
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, weights only (never unpickling objects): S-PLM's
     ``state_dict1``, a ``model_state_dict``/``state_dict``/``model`` entry, or a plain state dict."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path}: no such file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable or pickled-object file
@@ -176,6 +199,10 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def load_task_tokens(path: Path, tasks: int, length: int, hidden: int) -> torch.Tensor:
     """``[tasks, length, hidden]`` task tokens from a safetensors (``task_tokens``) or .npy file."""
+    if not path.is_file():
+        raise ValueError(
+            f"prompts.file {path}: no such file (`ptmkit task-tokens RECIPE --feature NAME -o {path}`)"
+        )
     if path.suffix == ".npy":
         import numpy as np
 
@@ -284,6 +311,15 @@ class Esm2Encoder(GraphModule):
                 init = torch.randn(p.tasks, p.length, hidden) * p.init_std
             self.prompt = nn.Parameter(init)
             self.task_count = p.tasks if p.tasks > 1 else None
+            deeper = sorted(k for k in p.layers if k)
+            if deeper and deeper[-1] >= n:
+                raise ValueError(f"prompts.layers {p.layers}: the model has layers 0-{n - 1}")
+            self.deep_prompts = nn.ParameterDict(
+                {str(k): nn.Parameter(torch.randn(p.tasks, p.length, hidden) * p.init_std) for k in deeper}
+            )
+            for k in deeper:  # a partial (as the adapters): a deep copy calls its own prompts
+                layer = self.esm.encoder.layer[k]
+                layer.register_forward_pre_hook(functools.partial(_reprompt, self, str(k)), with_kwargs=True)
         self._freeze(config)
         self.output_dims = {"out": hidden}
 
@@ -363,6 +399,7 @@ class Esm2Encoder(GraphModule):
             chosen = torch.zeros(b, dtype=torch.long, device=ids.device) if task is None else task
             if self.prompt.shape[0] == 1:
                 chosen = torch.zeros_like(chosen)
+            self._chosen = chosen  # the deeper layers' prompts (_reprompt) read the same sets
             prefix = self.prompt[chosen].to(embedded.dtype)
             embedded = torch.cat([prefix, embedded], dim=1)
             attend = torch.cat(
