@@ -118,15 +118,9 @@ class ResidualAdapter(nn.Module):
 def _reprompt(node: Esm2Encoder, key: str, _module: nn.Module, args: tuple, kwargs: dict) -> tuple:
     """Forward pre-hook of a deeper prompt layer: its prompt positions get that layer's vectors."""
     prompts = node.deep_prompts[key][node._chosen]
-    if args:
-        hidden = args[0]
-        return (torch.cat([prompts.to(hidden.dtype), hidden[:, prompts.shape[1] :]], 1), *args[1:]), kwargs
-    hidden = kwargs["hidden_states"]
-    kwargs = {
-        **kwargs,
-        "hidden_states": torch.cat([prompts.to(hidden.dtype), hidden[:, prompts.shape[1] :]], 1),
-    }
-    return args, kwargs
+    hidden = args[0] if args else kwargs["hidden_states"]
+    replaced = torch.cat([prompts.to(hidden.dtype), hidden[:, prompts.shape[1] :]], 1)
+    return ((replaced, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": replaced})
 
 
 def _adapt(

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 from ptmkit_plugins.features.plm import PlmConfig, PlmFeature
-from ptmkit_plugins.features.plm_models import Runner, files_fingerprint, folder_files
+from ptmkit_plugins.features.plm_models import Runner, files_fingerprint, folder_files, hide
 from pydantic import Field, field_validator
 from torch import nn
 
@@ -51,9 +51,9 @@ class PtmMambaRunner(Runner):
         ids = torch.nn.utils.rnn.pad_sequence(
             [torch.tensor(r) for r, _ in rows], batch_first=True, padding_value=PAD_ID
         )
-        if hidden is not None:
-            for b, ((_, lead), h) in enumerate(zip(rows, hidden, strict=True)):
-                ids[b, lead + torch.as_tensor(np.flatnonzero(h), dtype=torch.long)] = tokens.IDS["<mask>"]
+        leads = {lead for _, lead in rows}
+        assert len(leads) <= 1, "PTM-Mamba writes every protein with the same leading tokens"
+        hide(ids, hidden, leads.pop() if leads else 0, tokens.IDS["<mask>"], "ptm_mamba")
         ids = ids.to(self.device)
         context = language_models.context_batch(self.model, ids)
         with torch.inference_mode():
