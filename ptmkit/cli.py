@@ -100,8 +100,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .run import metrics_table, run
     from .table import render
 
-    recipe = recipes.load(args.recipe, args.set)
+    recipe = recipes.load(args.recipe, args.set)  # a recipe error is one line, before any rank starts
+    if args.nproc is not None:
+        launch_ranks(args.nproc, _without_nproc(args.argv))  # does not return
     summary = run(recipe, data_root=resolve_data_root(args.data_root), progress=not args.quiet)
+    if summary.rank:  # another rank of a torchrun job: rank 0 reports
+        return 0
     print(
         f"\n{recipe.name} on {summary.dataset}: best epoch {summary.best_epoch} of {summary.epochs_run}, "
         f"{summary.seconds:.1f} s"
@@ -124,6 +128,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("Compare runs: ptmkit compare    Open the UI: ptmkit ui, then")
     print(f"  {experiment_url('http://127.0.0.1:5000', summary.experiment_id)}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N`` (what each rank is given)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
+def launch_ranks(nproc: int, command: list[str]) -> NoReturn:
+    """Become ``torchrun --standalone --nproc-per-node N -m ptmkit COMMAND``: the process is
+    replaced (exec), so a signal to it reaches torchrun, which passes it on to every rank.
+    Each rank gets an equal share of this machine's cores unless OMP_NUM_THREADS is set."""
+    from .distributed import launched
+
+    if nproc < 1:
+        raise PtmkitError(f"--nproc {nproc}: give the number of processes (1 or more)")
+    if launched():
+        raise PtmkitError("--nproc inside a torchrun job: give the process count to torchrun only")
+    if nproc == 1:
+        os.execv(sys.executable, [sys.executable, "-m", "ptmkit", *command])
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [*argv, "-m", "ptmkit", *command], env)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -452,20 +489,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.plot:
         check_plot_dir(args.plot)
     check_input(Path(args.fasta))
-    models = _load_models(args.models, args)
-    summary = predict_file(
-        models,
-        Path(args.fasta),
-        Path(args.output),
-        rule=args.rule,
-        threshold=args.threshold,
-        plot_dir=Path(args.plot) if args.plot else None,
-        plot_max=args.plot_max,
-        batch_size=args.batch_size,
-        known_sites=args.known_sites,
-        progress=not args.quiet,
-    )
-    print(summary.render())
+    from .distributed import joined
+
+    with joined(args.device) as world:  # under torchrun: ranks share the proteins, rank 0 merges
+        models = _load_models(args.models, args)
+        summary = predict_file(
+            models,
+            Path(args.fasta),
+            Path(args.output),
+            rule=args.rule,
+            threshold=args.threshold,
+            plot_dir=Path(args.plot) if args.plot else None,
+            plot_max=args.plot_max,
+            batch_size=args.batch_size,
+            known_sites=args.known_sites,
+            progress=not args.quiet,
+        )
+    if world.main:
+        print(summary.render())
+    return 0
+
+
+def cmd_cache_fill(args: argparse.Namespace) -> int:
+    from . import cache_fill
+    from .distributed import joined
+    from .textio import check_input
+
+    check_input(Path(args.fasta))
+    with joined(args.device) as world:  # under torchrun: ranks share the proteins by length
+        features = cache_fill.features_of(args.source, tracking_uri=_uri(args), device=args.device)
+        report = cache_fill.fill(features, Path(args.fasta), progress=not args.quiet)
+    if world.main:
+        print(report.render())
     return 0
 
 
@@ -804,6 +859,12 @@ def parser() -> argparse.ArgumentParser:
     recipe_args(r)
     r.add_argument("--data-root", help="folder holding uniptms/ (default: $PTMKIT_DATA or the user cache)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (torchrun --standalone; DDP, see docs/scaling.md)",
+    )
     r.set_defaults(func=cmd_run)
 
     tt = sub.add_parser(
@@ -916,6 +977,16 @@ def parser() -> argparse.ArgumentParser:
     cai = ca.add_parser("info", help="entries, models and size of the embedding cache")
     cai.add_argument("--cache-dir", help="cache root (default: $PTMKIT_CACHE or the user cache)")
     cai.set_defaults(func=cmd_cache_info)
+    caf = ca.add_parser(
+        "fill",
+        help="embed a FASTA's proteins into the cache ahead of training or predicting (torchrun: sharded)",
+    )
+    caf.add_argument("source", metavar="RECIPE|MODEL", help="a recipe file, or a model (folder, run id, URI)")
+    caf.add_argument("fasta", help="proteins to embed (FASTA, plain or gzip)")
+    caf.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    caf.add_argument("--uri", help="store for run ids, runs:/ and models:/ (a MODEL given by run)")
+    caf.add_argument("--quiet", action="store_true", help="no progress bars")
+    caf.set_defaults(func=cmd_cache_fill)
     cac = ca.add_parser("clear", help="delete cached embeddings (all, or one model's)")
     cac.add_argument("--cache-dir", help="cache root (default: $PTMKIT_CACHE or the user cache)")
     cac.add_argument("--model", help="only this model id (glob allowed, e.g. 'facebook/esm2*')")
@@ -1130,12 +1201,15 @@ def run_command(call: Callable[[], int], *, debug: bool = False, one_line_crashe
     from .tracking import sigterm_unwinds
 
     restore = sigterm_unwinds()
+    # one of several torchrun processes: say which one an error comes from
+    size = os.environ.get("WORLD_SIZE", "1")
+    rank = f"rank {os.environ.get('RANK', '?')} of {size}: " if size.isdigit() and int(size) > 1 else ""
     try:
         return int(call() or 0)
     except PtmkitError as exc:
         if debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {rank}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted by SIGINT", file=sys.stderr)
@@ -1147,7 +1221,7 @@ def run_command(call: Callable[[], int], *, debug: bool = False, one_line_crashe
         if debug or not one_line_crashes:
             raise
         print(
-            f"error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)",
+            f"error: {rank}{type(exc).__name__}: {exc}\n(run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1
@@ -1157,6 +1231,7 @@ def run_command(call: Callable[[], int], *, debug: bool = False, one_line_crashe
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
     return run_command(lambda: args.func(args), debug=args.debug)

@@ -168,6 +168,12 @@ class Feature(ABC):
     def encode(self, table: SiteTable) -> torch.Tensor:
         """Encode every row of ``table`` to [N, W, dim] float32."""
 
+    def fill_cache(self, sequences: Sequence[str]) -> tuple[int, int] | None:
+        """Compute and store in the feature's on-disk cache what ``encode`` reads for these whole
+        proteins (``ptmkit cache fill``); returns (computed, already cached). ``None`` (the
+        default): the feature keeps no cache, nothing to fill."""
+        return None
+
     def context(self, sequences: Sequence[str], hidden: Sequence[np.ndarray]) -> list[np.ndarray]:
         """float32 ``[len, dim]`` per whole sequence with the ``hidden`` positions (bool per
         residue) concealed: what a language model's context branch reads (PTM-Mamba's ESM-2

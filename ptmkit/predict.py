@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .alphabet import NONSTANDARD, PROTEIN_LETTERS, STANDARD
 from .errors import DataError, PtmkitError
 from .fasta import MisplacedMark, iter_records, parse_marks, site_token
@@ -580,12 +580,22 @@ def predict_file(
     known_sites: bool = False,
     progress: bool = True,
 ) -> PredictSummary:
-    """Scan every protein of ``fasta`` with every model; write the TSV, its sidecar JSON, plots."""
+    """Scan every protein of ``fasta`` with every model; write the TSV, its sidecar JSON, plots.
+
+    Under torchrun (``ptmkit.distributed``) each rank scans a length-balanced share of the
+    proteins into its own part beside ``output``; rank 0 then merges the parts into the one
+    table a single process writes (rows in input order) and the sidecar, and removes the parts.
+    """
     started = time.perf_counter()
+    world = distributed.world()
     check_input(fasta)  # a directory or a missing FASTA is refused before any output is touched
     scan = scan_models(models, rule=rule, threshold=threshold)
     scanner = Scanner(scan, batch_size)
     output = check_output(output, "-o")
+    if world.active and is_special(output):
+        raise PtmkitError(
+            f"-o {output}: under torchrun the output must be a file (each rank writes a part beside it)"
+        )
     sidecar = None if is_special(output) else check_output(sidecar_path(output), "sidecar")
     summary = PredictSummary(
         output=output,
@@ -596,19 +606,29 @@ def predict_file(
     if plot_dir:
         check_plot_dir(plot_dir)
     columns = [*COLUMNS, *(["known"] if known_sites else [])]
+    records, where = _my_records(fasta, world)
     skipped_all: list[dict[str, Any]] = []
     warned = 0
     bar = tqdm(
-        total=count_records(fasta), desc="scanning", unit="protein", disable=not progress, smoothing=0.1
+        total=count_records(fasta) if where is None else len(where),
+        desc="scanning",
+        unit="protein",
+        disable=not progress or not world.main,
+        smoothing=0.1,
     )
+    target = part_path(output, world) if world.active else output
+    plots_here = -(-plot_max // world.size)  # each rank draws its share of the plots
     try:
-        with atomic_open(output, "w", newline="") as fh:
-            fh.write("\n".join(_header_lines(scan, str(fasta))) + "\n")
-            fh.write("\t".join(columns) + "\n")
-            for proteins, skipped in batches(read_fasta(fasta), scanner, batch_size):
+        with atomic_open(target, "w", newline="") as fh:
+            if world.active:  # a part: the columns and each row's protein in input order
+                fh.write("\t".join([*columns, ORDER]) + "\n")
+            else:
+                fh.write("\n".join(_header_lines(scan, str(fasta))) + "\n")
+                fh.write("\t".join(columns) + "\n")
+            for proteins, skipped in batches(records, scanner, batch_size):
                 frame, more = scanner.scan(proteins)
                 for item in skipped + more:
-                    skipped_all.append(_skip_record(item))
+                    skipped_all.append(_skip_record(item, where))
                     if item.model:
                         summary.partial[item.model] += 1
                     else:
@@ -628,23 +648,103 @@ def predict_file(
                 if known_sites:
                     frame["known"] = _known_column(proteins, frame)
                 if len(frame):
-                    frame[columns].to_csv(fh, sep="\t", header=False, index=False, float_format="%.6f")
+                    written = columns
+                    if where is not None:
+                        frame[ORDER] = [where[proteins[k].origin] for k in frame["_protein"]]
+                        written = [*columns, ORDER]
+                    frame[written].to_csv(fh, sep="\t", header=False, index=False, float_format="%.6f")
                 if plot_dir:
-                    _plots(summary, proteins, frame, scan, plot_dir, plot_max)
+                    prefix = f"rank{world.rank}_" if world.active else ""
+                    _plots(summary, proteins, frame, scan, plot_dir, plots_here, prefix)
                 bar.update(len(proteins) + len(skipped))
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 bar.set_postfix_str(f"{summary.total_sites / elapsed:.0f} sites/s", refresh=False)
     finally:
         bar.close()
-    summary.seconds = time.perf_counter() - started
     summary.feature_encodings = {
         "computed": scanner.encoded,
         "shared": scanner.reused,
         "encode_seconds": round(scanner.encode_seconds, 3),
         "model_seconds": round(scanner.model_seconds, 3),
     }
-    _write_sidecar(summary, fasta, skipped_all)
+    if world.active:
+        write_text(
+            target.with_suffix(".json"),
+            json.dumps({"summary": _summary_counts(summary), "skipped": skipped_all}),
+        )
+        world.barrier()  # every part is written
+        if world.main:
+            summary, skipped_all = _merge_parts(summary, scan, fasta, columns, world)
+        world.barrier()  # the merged table exists before any rank reports
+    summary.seconds = time.perf_counter() - started
+    if world.main:
+        _write_sidecar(summary, fasta, skipped_all)
     return summary
+
+
+#: The column of a rank's part that orders its rows among all ranks' (the protein's input index).
+ORDER = "_order"
+#: Counters of a summary that the ranks' parts add up.
+_COUNTS = ("proteins_read", "proteins_scanned", "no_candidates", "known_marked", "plottable")
+_COUNTERS = ("skipped", "partial", "sites", "calls", "known_candidates", "known_called")
+
+
+def _my_records(
+    fasta: Path, world: distributed.World
+) -> tuple[Iterable[Protein | Skipped], dict[str, int] | None]:
+    """This rank's records (all of them, streamed, in one process) and, under torchrun, each
+    record's input index by its origin (file:line): the ranks share the proteins by length."""
+    if not world.active:
+        return read_fasta(fasta), None
+    items = list(read_fasta(fasta))
+    mine = distributed.my_share([len(x.sequence) if isinstance(x, Protein) else 0 for x in items], world)
+    return [items[i] for i in mine], {items[i].origin: i for i in mine}
+
+
+def part_path(output: Path, world: distributed.World) -> Path:
+    """Where rank ``world.rank`` writes its part of ``output`` (beside it: shared by the ranks)."""
+    return output.with_name(f".{output.name}.part{world.rank}-of-{world.size}.tsv")
+
+
+def _summary_counts(summary: PredictSummary) -> dict[str, Any]:
+    out: dict[str, Any] = {k: getattr(summary, k) for k in _COUNTS}
+    out.update({k: dict(getattr(summary, k)) for k in _COUNTERS})
+    out["plots"] = summary.plots
+    out["feature_encodings"] = summary.feature_encodings
+    return out
+
+
+def _merge_parts(
+    summary: PredictSummary, scan: list[ScanModel], fasta: Path, columns: list[str], world: distributed.World
+) -> tuple[PredictSummary, list[dict[str, Any]]]:
+    """Rank 0: every rank's part into the output (rows in input order, as one process writes
+    them; values kept as written), their counts into one summary; the parts removed."""
+    parts = [part_path(summary.output, distributed.World(r, world.size)) for r in range(world.size)]
+    frames = [pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False) for p in parts]
+    merged = pd.concat(frames, ignore_index=True)
+    merged = merged.iloc[np.argsort(merged[ORDER].astype(np.int64).to_numpy(), kind="stable")]
+    skipped: list[dict[str, Any]] = []
+    out = PredictSummary(summary.output, summary.sidecar, summary.models, plot_limit=summary.plot_limit)
+    encodings: Counter[str] = Counter()
+    for p in parts:
+        data = json.loads(p.with_suffix(".json").read_text())
+        counts = data["summary"]
+        for k in _COUNTS:
+            setattr(out, k, getattr(out, k) + counts[k])
+        for k in _COUNTERS:
+            getattr(out, k).update(counts[k])
+        out.plots.extend(counts["plots"])
+        encodings.update(counts["feature_encodings"])
+        skipped.extend(data["skipped"])
+    out.feature_encodings = {k: round(v, 3) if isinstance(v, float) else v for k, v in encodings.items()}
+    skipped.sort(key=lambda item: item.pop(ORDER))
+    with atomic_open(summary.output, "w", newline="") as fh:
+        fh.write("\n".join(_header_lines(scan, str(fasta))) + "\n")
+        merged[columns].to_csv(fh, sep="\t", index=False)
+    for p in parts:
+        p.unlink()
+        p.with_suffix(".json").unlink()
+    return out, skipped
 
 
 def _model_info(m: ScanModel) -> dict[str, Any]:
@@ -672,14 +772,18 @@ def _model_info(m: ScanModel) -> dict[str, Any]:
     }
 
 
-def _skip_record(item: Skipped) -> dict[str, Any]:
-    return {
+def _skip_record(item: Skipped, where: dict[str, int] | None = None) -> dict[str, Any]:
+    """The sidecar's entry for ``item`` (under torchrun also its record's input index)."""
+    out: dict[str, Any] = {
         "protein_id": item.protein_id,
         "origin": item.origin,
         "reason": item.reason,
         "detail": item.detail,
         "model": item.model,
     }
+    if where is not None:
+        out[ORDER] = where[item.origin]
+    return out
 
 
 def _known_column(proteins: list[Protein], frame: pd.DataFrame) -> np.ndarray:
@@ -754,6 +858,7 @@ def _plots(
     scan: list[ScanModel],
     plot_dir: Path,
     plot_max: int,
+    prefix: str = "",
 ) -> None:
     summary.plottable += len(proteins)
     groups = dict(tuple(frame.groupby("_protein", sort=False))) if len(frame) else {}
@@ -763,7 +868,7 @@ def _plots(
         rows = groups.get(k)
         if rows is None:
             continue
-        path = plot_dir / f"{len(summary.plots) + 1:04d}_{_safe_name(protein.protein_id)}.png"
+        path = plot_dir / f"{prefix}{len(summary.plots) + 1:04d}_{_safe_name(protein.protein_id)}.png"
         plot_protein(protein, rows, scan, path)
         summary.plots.append(str(path))
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import distill, metrics, plots, thresholds, tracking
+from . import distill, distributed, metrics, plots, thresholds, tracking
 from . import train as training
 from .assembly import Assembly, assemble
 from .datasets import DatasetInfo
@@ -31,7 +31,7 @@ from .inference import Encoded, encode, infer
 from .package import ModelTask, write_package
 from .recipe import Recipe
 from .sitetable import SiteTable
-from .trackers import MlflowTracker, Tracker
+from .trackers import MlflowTracker, NullTracker, Tracker
 from .train import Callback, TrainResult, pick_device, seed_everything
 from .units import windowed_tasks
 
@@ -74,6 +74,10 @@ class RunSummary:
     tasks: list[str] = field(default_factory=list)
     #: per task, its (positives, negatives) per split, as ``counts``
     task_counts: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    #: processes that trained the model (torchrun) and this one's rank; a rank other than 0
+    #: records nothing and its summary holds no test metrics
+    world_size: int = 1
+    rank: int = 0
 
 
 @dataclass
@@ -452,11 +456,52 @@ def run(
     or under a run started by another process: suite workers). The graph is built (and so
     checked) before any data is read; a crash ends the run FAILED, a signal KILLED.
     ``inference_repeats`` test passes are timed and the median logged (a suite passes 1).
+
+    Under torchrun every rank calls this: all train (``ptmkit.train.fit`` shares each batch),
+    rank 0 alone records, evaluates and packages; the others return after training with an
+    empty summary (``rank`` > 0). A failure on any rank ends rank 0's run FAILED with its error.
     """
     if tracker is None:
         tracker = MlflowTracker(recipe.tracking, nested=nested, parent_run_id=parent_run_id)
     elif nested or parent_run_id:
         raise ValueError("nested and parent_run_id configure the default MlflowTracker; give them to it")
+    with distributed.joined(recipe.train.device) as world:
+        if not world.main:
+            return _follow(recipe, data_root, world)
+        return _run(recipe, data_root, tracker, world, progress, inference_repeats, callbacks)
+
+
+def _follow(recipe: Recipe, data_root: Path, world: distributed.World) -> RunSummary:
+    """A rank other than 0: the same setup and training (no progress bars), nothing recorded."""
+    s = setup(recipe, data_root)
+    with tempfile.TemporaryDirectory(prefix="ptmkit-rank-") as tmp:
+        fitted = fit(s, NullTracker(), Path(tmp), progress=False)
+    return RunSummary(
+        run_id="",
+        experiment="",
+        tracking_uri="",
+        dataset=s.info.name,
+        test={},
+        threshold=float("nan"),
+        best_epoch=fitted.result.best_epoch,
+        epochs_run=fitted.result.epochs_run,
+        counts=counts(s.table),
+        store=f"none ({world.label()}: rank 0 records the run)",
+        world_size=world.size,
+        rank=world.rank,
+    )
+
+
+def _run(
+    recipe: Recipe,
+    data_root: Path,
+    tracker: Tracker,
+    world: distributed.World,
+    progress: bool,
+    inference_repeats: int,
+    callbacks: Sequence[Callback],
+) -> RunSummary:
+    """The phases in order, recorded by ``tracker`` (rank 0 of a torchrun job, or the one process)."""
     started = time.perf_counter()
     s = setup(recipe, data_root)
     with (
@@ -465,6 +510,9 @@ def run(
     ):
         work = Path(tmp)
         split_counts = record_inputs(s, tracker, work)
+        if world.active:
+            tracker.set_tags({"ptmkit.world_size": str(world.size), "ptmkit.backend": world.backend})
+            tracker.log_params({"distributed.world_size": world.size, "distributed.backend": world.backend})
         fitted = fit(s, tracker, work, progress=progress, callbacks=callbacks)
         evaluation = evaluate(s, fitted, tracker, work, repeats=inference_repeats)
         package(s, fitted, evaluation, tracker, work)
@@ -497,6 +545,7 @@ def run(
         train_windows=frozenset(s.table.frame.loc[s.table.frame["split"] != "test", "window"]),
         tasks=list(recipe.tasks),
         task_counts=counts_by_task(s.table, list(recipe.tasks)),
+        world_size=world.size,
     )
 
 

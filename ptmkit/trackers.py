@@ -68,10 +68,7 @@ class Tracker(Protocol):
 
 def ending(exc: BaseException, phase: str) -> tuple[str, str]:
     """(status, reason) an exception ends a run with, as ``tracking.end_active_run`` records it."""
-    reason = tracking.interruption(exc)
-    if reason:
-        return "KILLED", f"{reason} during {phase}"
-    return "FAILED", f"{type(exc).__name__}: {exc}"
+    return tracking.run_ending(exc, phase)
 
 
 class MlflowTracker:

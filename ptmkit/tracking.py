@@ -18,6 +18,7 @@ import platform
 import signal
 import sqlite3
 import stat
+import sys
 import threading
 import time
 import traceback
@@ -553,16 +554,29 @@ def deferred_signals() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
+def run_ending(exc: BaseException, phase: str) -> tuple[str, str]:
+    """(status, reason) ``exc`` ends a run with: KILLED for a signal, FAILED for a crash. In a
+    torchrun job, another rank's recorded failure comes first (FAILED with that rank's error):
+    this rank's own exception is then only the echo of it (a broken collective, torchrun's
+    SIGTERM)."""
+    job = sys.modules.get("ptmkit.distributed")  # imported by every torchrun job; torch otherwise
+    peer = job.peer_failure() if job is not None else None
+    if peer:
+        echo = f"{type(exc).__name__}: {first_line(exc)}"
+        return "FAILED", f"{peer} (rank {job.world().rank} then: {echo} during {phase})"
+    reason = interruption(exc)
+    if reason:
+        return "KILLED", f"{reason} during {phase}"
+    return "FAILED", f"{type(exc).__name__}: {exc}"
+
+
 def end_active_run(exc: BaseException, phase: str) -> None:
     """End the active MLflow run for ``exc``: KILLED for a signal, FAILED for a crash, with the
     reason in ``ptmkit.error`` (``terminated by SIGTERM during epoch 3``)."""
     import mlflow
 
+    status, message = run_ending(exc, phase)
     reason = interruption(exc)
-    if reason:
-        status, message = "KILLED", f"{reason} during {phase}"
-    else:
-        status, message = "FAILED", f"{type(exc).__name__}: {exc}"
     with shielded():
         if reason:
             release_interrupted(exc)

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import distributed, metrics
 from .errors import PtmkitError
 from .graph import ModelGraph
-from .inference import Encoded, Rows, combined_loss, infer
+from .inference import Encoded, Inference, Rows, combined_loss, infer
 from .plugin_api import Loss
 from .recipe import MONITORS, SGD_MOMENTUM, EarlyStoppingSection, ScheduleSection, TrainSection
 
@@ -390,6 +390,36 @@ def validation_row(
     return row
 
 
+def stop_reason(stopping: EarlyStopping, cfg: TrainSection, windows_seen: int, seconds: float) -> str:
+    """Why training ends after this epoch (``TrainResult.stopped_by``), or "" to go on."""
+    if stopping.should_stop:
+        return "early_stopping"
+    if cfg.budget.windows is not None and windows_seen >= cfg.budget.windows:
+        return "budget_windows"
+    if cfg.budget.seconds is not None and seconds >= cfg.budget.seconds:
+        return "budget_seconds"
+    return ""
+
+
+def infer_shared(
+    model: ModelGraph, rows: Rows, device: torch.device, losses: list[tuple[float, Loss]] | None = None
+) -> Inference:
+    """:func:`infer` with the rows shared among the ranks of a torchrun job (each scores its
+    contiguous share; every rank gets all scores, in order, and the mean loss); plain ``infer``
+    in one process."""
+    world = distributed.world()
+    if not world.active:
+        return infer(model, rows, device=device, losses=losses)
+    share = world.shard(len(rows))
+    part = infer(model, rows.rows(share), device=device, losses=losses)
+    loss = None
+    if part.loss is not None:
+        (loss,) = world.sum([part.loss * len(share)])
+        loss /= max(len(rows), 1)
+    logits = part.logits if part.logits is not None else np.zeros(0, dtype=np.float32)
+    return Inference(world.gather_rows(part.scores, len(rows)), loss, world.gather_rows(logits, len(rows)))
+
+
 def fit(
     model: ModelGraph,
     losses: list[tuple[float, Loss]],
@@ -406,12 +436,21 @@ def fit(
 
     ``tasks``: the model's task names (a multi-task model; the rows carry their task index):
     validation is then also scored per task, and ``train.task_balance`` / ``task_weights`` apply.
+
+    Under torchrun (``ptmkit.distributed``) every rank draws the same epoch and the same global
+    batches (``train.batch_size`` rows, the recipe's meaning) and trains on its share of each;
+    DDP averages the gradients, each rank's loss weighted by its share of the batch's rows, so a
+    step is the one-process step on the whole batch (up to summation order; dropout draws per
+    rank). Validation is scored in shares and gathered, so every rank sees the same metrics and
+    stops at the same epoch; rank 0 alone writes the checkpoint and loads the best weights back.
     """
     if train.labels is None or valid.labels is None:
         raise PtmkitError("fit needs labelled training and validation rows")
     if tasks and (train.task is None or valid.task is None):
         raise PtmkitError("fit with tasks needs each row's task index (ptmkit.inference.encode(tasks=...))")
-    device = pick_device(cfg.device)
+    world = distributed.world()
+    device = distributed.local_device(cfg.device) if world.active else pick_device(cfg.device)
+    progress = progress and world.main
     model.to(device)
     for _, loss in losses:
         loss.to(device)
@@ -437,12 +476,15 @@ def fit(
     )
     val_labels = valid.labels.numpy()
     step_precision = autocast_for(cfg.precision, device)  # re-entered each step (warns once)
-    forward: Any = model
+    forward: Any = distributed.wrap(model, device)
+    loss_params = [p for _, loss in losses for p in loss.parameters() if p.requires_grad]
+    if world.active:  # the same initial weights everywhere (built with one seed); dropout per rank
+        torch.manual_seed(cfg.seed + world.rank)
     if cfg.compile:
         with step_precision:
             probe = train.batch(train.batches(torch.arange(len(train)), cfg.batch_size)[0], device)
             args = (probe.features, probe.mask, probe.task, probe.sites, probe.unit_task)
-            forward = compiled_step(model, args)
+            forward = compiled_step(forward, args)
     for callback in callbacks:
         callback.on_fit_start(cfg)
     bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=not progress)
@@ -456,6 +498,11 @@ def fit(
         order = epoch_rows(len(train), cfg.epoch_windows, generator, balance_labels, balance_tasks)
         total, seen = 0.0, 0
         for index in train.batches(order, cfg.batch_size, generator):
+            rows = len(index)  # the global batch; under torchrun this rank trains on its share
+            if world.active:
+                if rows < world.size:  # a share would be empty: every rank skips it alike
+                    continue
+                index = world.part(index)
             batch = train.batch(index, device)
             with step_precision:
                 outputs = forward(batch.features, batch.mask, batch.task, batch.sites, batch.unit_task)
@@ -467,16 +514,21 @@ def fit(
                 outputs.update(batch.targets)
             loss = combined_loss(losses, outputs, batch.labels)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            if world.active:  # DDP averages over ranks: weight each by its share of the rows
+                (loss * (len(index) * world.size / rows)).backward()
+                distributed.average_gradients(loss_params)
+            else:
+                loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
             total += float(loss.detach()) * len(index)
-            seen += len(index)
+            seen += rows
         result.windows_seen += seen
-        scored = infer(model, valid, device=device, losses=losses)
+        (total,) = world.sum([total])
+        scored = infer_shared(model, valid, device, losses)
         row = {
             "train/loss": total / max(seen, 1),
             "train/lr": lr,
@@ -491,21 +543,18 @@ def fit(
         if stopping.update(epoch, row):
             result.best_epoch, result.best_value = epoch, row[stopping.monitor]
             result.best_val_scores = scored.scores
-            save_atomic(model.state_dict(), checkpoint)
+            if world.main:
+                save_atomic(model.state_dict(), checkpoint)
         bar.set_postfix(
             loss=f"{row['train/loss']:.4f}", val_ap=f"{row['val/ap']:.4f}", best=result.best_epoch
         )
-        if stopping.should_stop:
-            result.stopped_by = "early_stopping"
+        stop = stop_reason(stopping, cfg, result.windows_seen, time.perf_counter() - fit_start)
+        stop = world.decide(stop)  # rank 0's clock decides a seconds budget for every rank
+        if stop:
+            result.stopped_by = stop
             break
-        budget = cfg.budget
-        if budget.windows is not None and result.windows_seen >= budget.windows:
-            result.stopped_by = "budget_windows"
-            break
-        if budget.seconds is not None and time.perf_counter() - fit_start >= budget.seconds:
-            result.stopped_by = "budget_seconds"
-            break
-    model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+    if world.main:
+        model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
     for callback in callbacks:
         callback.on_fit_end(result)
     return result

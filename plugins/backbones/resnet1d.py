@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ptmkit.api import register
+from ptmkit.distributed import global_sum
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 
@@ -17,14 +18,15 @@ class MaskedBatchNorm(nn.BatchNorm1d):
 
     Plain BatchNorm would average padding positions into the statistics, so a real residue's
     output would depend on how much padding its batch holds. Running statistics and eval mode
-    are as in ``nn.BatchNorm1d``.
+    are as in ``nn.BatchNorm1d``. Under torchrun the statistics are those of the global batch
+    (sums over ranks, differentiable), so every rank normalises as one process would.
     """
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self.training:
-            count = keep.sum()
-            mean = (x * keep).sum((0, 1)) / count.clamp(min=1)
-            var = ((x - mean).pow(2) * keep).sum((0, 1)) / count.clamp(min=1)
+            count = global_sum(keep.sum())
+            mean = global_sum((x * keep).sum((0, 1))) / count.clamp(min=1)
+            var = global_sum(((x - mean).pow(2) * keep).sum((0, 1))) / count.clamp(min=1)
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 unbiased = var * count / (count - 1).clamp(min=1)

@@ -206,6 +206,17 @@ class PlmFeature(Feature):
             for s in groups[p]:
                 yield s, emb
 
+    def fill_cache(self, sequences: Sequence[str]) -> tuple[int, int] | None:
+        """Embed the sequences the cache lacks (or holds corrupt) and store them."""
+        if not self.config.cache:
+            return None
+        store = self.cache_store()
+        prepared = list(dict.fromkeys(self.prepare(s) for s in sequences))
+        todo = [p for p in prepared if store.get(embcache.sequence_key(p, self._salt(p))) is None]
+        for p, emb in self._compute(todo):
+            store.put(embcache.sequence_key(p, self._salt(p)), emb)
+        return len(todo), len(prepared) - len(todo)
+
     def context(self, sequences: Sequence[str], hidden: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Whole-sequence embeddings with the hidden residues given as the model's mask token
         (computed each time: masks differ per batch); sequences without hidden residues come from

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ptmkit.api import register
+from ptmkit.distributed import world
 
 from ..backbones.resnet1d import MaskedBatchNorm
 from .mlp import MLPHead
@@ -24,6 +25,8 @@ class _BatchNorm(MaskedBatchNorm):
         if x.dim() == 3:
             assert keep is not None
             return super().forward(x, keep)
+        if self.training and world().active:  # global-batch statistics, as the masked form gives
+            return super().forward(x[:, None], x.new_ones(x.shape[0], 1, 1))[:, 0]
         if self.training and x.shape[0] < 2:
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
