@@ -187,6 +187,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         raise
+    if summary.rank:  # another rank of a torchrun job: rank 0 reports
+        return 0
     m = summary.metrics
     print(
         f"\n{recipe.name}: {summary.steps} steps, {summary.tokens:,} tokens ({summary.epochs:.2f} epochs), "
@@ -1229,12 +1231,34 @@ def run_command(call: Callable[[], int], *, debug: bool = False, one_line_crashe
         restore()
 
 
+#: Commands that share their work among the processes of a torchrun job; any other refuses to
+#: run as one of several (it would run N times over, each writing the same outputs).
+DISTRIBUTED = ("run", "pretrain", "predict", "cache fill")
+
+
+def _refuse_torchrun(args: argparse.Namespace) -> None:
+    size = os.environ.get("WORLD_SIZE", "1")
+    if not size.isdigit() or int(size) <= 1:
+        return
+    command = " ".join(str(c) for c in (args.command, getattr(args, "cache_command", None)) if c)
+    if command not in DISTRIBUTED:
+        raise PtmkitError(
+            f"ptmkit {command} does not run under torchrun (WORLD_SIZE={size}); the commands that "
+            f"do: {', '.join(DISTRIBUTED)} (docs/scaling.md)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
-    return run_command(lambda: args.func(args), debug=args.debug)
+
+    def command() -> int:
+        _refuse_torchrun(args)
+        return args.func(args)
+
+    return run_command(command, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ class Rows(Protocol):
         self, order: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
     ) -> list[torch.Tensor]: ...
 
+    def parts(self, index: torch.Tensor, n: int) -> list[torch.Tensor]: ...
+
 
 @dataclass
 class Encoded:
@@ -117,6 +119,10 @@ class Encoded:
         out = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         training = generator is not None
         return out[:-1] if training and len(out) > 1 and len(out[-1]) < 2 else out
+
+    def parts(self, index: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """A batch in ``n`` contiguous shares of rows (the ranks' shares of a global batch)."""
+        return list(torch.tensor_split(index, n))
 
     @classmethod
     def of(
@@ -255,6 +261,28 @@ class UnitEncoded:
         if generator is not None:
             out = [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
         return out
+
+    def parts(self, index: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """A batch in ``n`` shares of whole units, balanced by rows: a unit computed by two ranks
+        would count its residues twice in synchronised batch statistics. With fewer units than
+        shares the rows are shared instead: every unit is then computed by the ranks holding its
+        rows, each once per rank, and each row is scored by one rank."""
+        keys = self._keys(index).numpy()
+        uniq, first, inverse, rows = np.unique(
+            keys, return_index=True, return_inverse=True, return_counts=True
+        )
+        if len(uniq) < n:
+            return list(torch.tensor_split(index, n))
+        by_first = np.argsort(first, kind="stable")  # units in order of appearance
+        share = np.empty(len(uniq), dtype=np.int64)
+        seen, previous = 0, -1
+        for k, u in enumerate(by_first):  # contiguous runs of units, none empty, near-equal rows
+            wanted = seen * n // len(index)
+            previous = max(n - (len(uniq) - k), min(wanted, previous + 1))
+            share[u] = previous
+            seen += int(rows[u])
+        of_row = share[inverse]
+        return [index[torch.from_numpy(np.nonzero(of_row == r)[0])] for r in range(n)]
 
 
 def encode(

@@ -35,7 +35,7 @@ import yaml
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
-from . import language_models, tracking
+from . import distributed, language_models, tracking
 from .datasets import prepare_data
 from .errors import PtmkitError, RecipeError
 from .plugin_api import LanguageModel
@@ -56,7 +56,7 @@ from .recipe import (
 )
 from .registry import Registry
 from .sitetable import SiteTable
-from .trackers import MlflowTracker, Tracker
+from .trackers import MlflowTracker, NullTracker, Tracker
 from .train import lr_factor, pick_device, save_atomic
 
 TOP_LEVEL = ("name", "requires", "data", "model", "context", "masking", "train", "tracking")
@@ -453,6 +453,23 @@ class Tally:
         self.correct["all"] = self.correct.get("all", 0) + int(right.sum())
         self.total["all"] = self.total.get("all", 0) + len(targets)
 
+    def summed(self, groups: dict[str, torch.Tensor]) -> Tally:
+        """This tally summed over the ranks of a torchrun job (itself in one process)."""
+        world = distributed.world()
+        if not world.active:
+            return self
+        names = [n for n in groups if n != "special"] + ["all"]
+        values = [self.loss, self.count]
+        values += [self.correct.get(n, 0) for n in names] + [self.total.get(n, 0) for n in names]
+        got = world.sum(values)
+        k = len(names)
+        return Tally(
+            got[0],
+            round(got[1]),
+            {n: round(v) for n, v in zip(names, got[2 : 2 + k], strict=True)},
+            {n: round(v) for n, v in zip(names, got[2 + k :], strict=True)},
+        )
+
     def metrics(self, prefix: str) -> dict[str, float]:
         if not self.count:
             return {}
@@ -474,24 +491,27 @@ def evaluate(
     prefix: str = "val",
 ) -> dict[str, float]:
     """Masked-token loss, perplexity and accuracy per token group on ``seqs``, with masks drawn
-    from a fixed seed (the same at every evaluation, so the curve compares like with like)."""
+    from a fixed seed (the same at every evaluation, so the curve compares like with like).
+    Under torchrun the batches are dealt round the ranks (every rank draws every batch's masks,
+    so they are the one-process masks) and the sums gathered."""
     cfg = recipe.train
+    world = distributed.world()
     gen = generator(cfg.seed, -1)
     seqs = crop(seqs, cfg.max_length, gen)
     tally = Tally()
     was = model.training
     model.eval()
     with torch.inference_mode():
-        for batch in token_batches([len(t) for t in seqs], cfg.batch_tokens, None):
+        for n, batch in enumerate(token_batches([len(t) for t in seqs], cfg.batch_tokens, None)):
             ids = pad([seqs[i] for i in batch], model.pad_id)
             inputs, masked = mask_tokens(ids, groups, recipe.masking, model.pad_id, model.mask_id, gen)
-            if not masked.any():
+            if not masked.any() or n % world.size != world.rank:
                 continue
             inputs = inputs.to(device)
             _, logits = model(inputs, language_models.context_batch(model, inputs))
             tally.add(logits[masked.to(device)].cpu(), ids[masked], groups)
     model.train(was)
-    return tally.metrics(prefix)
+    return tally.summed(groups).metrics(prefix)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -521,6 +541,8 @@ class PretrainSummary:
     package: Path
     stopped_by: str
     counts: dict[str, float]
+    #: this process's rank in a torchrun job: a rank other than 0 recorded nothing
+    rank: int = 0
 
 
 class CheckpointExists(PtmkitError):
@@ -547,14 +569,37 @@ def pretrain(
 ) -> PretrainSummary:
     """Pretrain ``recipe``'s language model on its corpus; checkpoints and the package go to
     ``out``. An existing checkpoint is continued with ``resume`` or discarded with ``restart``;
-    without either it is an error (so nobody overwrites a day of pretraining by accident)."""
+    without either it is an error (so nobody overwrites a day of pretraining by accident).
+
+    Under torchrun (``ptmkit.distributed``) every rank draws the same batches and masks and
+    trains on its share of each batch's sequences (DDP; each rank's loss weighted by its share
+    of the masked tokens, so a step is the one-process step); rank 0 alone records, checkpoints
+    and packages, and ``out`` must be a folder every rank can read (resume reads it)."""
+    with distributed.joined(recipe.train.device):
+        return _pretrain(
+            recipe, data_root=data_root, out=out, resume=resume, restart=restart, tracker=tracker
+        )
+
+
+def _pretrain(
+    recipe: PretrainRecipe,
+    *,
+    data_root: Path,
+    out: Path,
+    resume: bool,
+    restart: bool,
+    tracker: Tracker | None,
+) -> PretrainSummary:
     cfg = recipe.train
+    world = distributed.world()
     out = Path(out)
     state_path = out / STATE
     saved: dict[str, Any] | None = None
     if state_path.exists():
         if restart:
-            state_path.unlink()
+            world.barrier()  # every rank has seen it before rank 0 removes it
+            if world.main:
+                state_path.unlink(missing_ok=True)
         elif not resume:
             raise CheckpointExists(
                 f"{state_path} holds a checkpoint; --resume continues it, --restart starts over "
@@ -571,7 +616,7 @@ def pretrain(
         raise PtmkitError(f"--resume: no checkpoint at {state_path}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = distributed.local_device(cfg.device) if world.active else pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model: LanguageModel = recipe.model.build().to(device)
     if recipe.context is not None:
@@ -591,11 +636,15 @@ def pretrain(
     table, info = prepare_data(recipe, data_root)
     ptms = {name: task.ptm for name, task in info.tasks.items()} or None
     corpus = build_corpus(table, model, ptms)
-    if tracker is None:
+    if not world.main:
+        tracker = NullTracker()
+    elif tracker is None:
         tracker = MlflowTracker(recipe.tracking, resume_run_id=state.run_id or None)
     parameters = sum(p.numel() for p in model.parameters())
 
     def checkpoint() -> None:
+        if not world.main:
+            return
         with tracking.deferred_signals():
             save_atomic(
                 {
@@ -620,6 +669,8 @@ def pretrain(
             tracker.log_metrics(corpus.counts(), step=0)
         else:
             tracker.set_tags({"ptmkit.resumed_at_step": str(state.step)})
+        if world.active:
+            tracker.set_tags({"ptmkit.world_size": str(world.size), "ptmkit.backend": world.backend})
         stopped_by = _train(recipe, model, optimizer, corpus, groups, state, tracker, device, checkpoint)
         tracker.phase("the final validation")
         final = (
@@ -629,21 +680,23 @@ def pretrain(
         checkpoint()
         tracker.phase("writing the package")
         epochs = state.epoch + state.batch / max(1, _batches_in_epoch(recipe, corpus, state.epoch))
-        package = language_models.save(
-            model.cpu(),
-            out / language_models.ARTIFACT,
-            name=recipe.model.spec.name,
-            info={
-                "recipe": recipe.filled(),
-                "recipe_digest": recipe.digest(),
-                "steps": state.step,
-                "tokens": state.tokens,
-                "epochs": round(epochs, 3),
-                "run_id": tracker.run_id,
-                "validation": final,
-                "held_out": {s: corpus.ids[s] for s in ("valid", "test")},
-            },
-        )
+        package = out / language_models.ARTIFACT
+        if world.main:
+            package = language_models.save(
+                model.cpu(),
+                out / language_models.ARTIFACT,
+                name=recipe.model.spec.name,
+                info={
+                    "recipe": recipe.filled(),
+                    "recipe_digest": recipe.digest(),
+                    "steps": state.step,
+                    "tokens": state.tokens,
+                    "epochs": round(epochs, 3),
+                    "run_id": tracker.run_id,
+                    "validation": final,
+                    "held_out": {s: corpus.ids[s] for s in ("valid", "test")},
+                },
+            )
         tracker.log_artifact(package)  # as language_model/ at the run's artifact root
         tracker.log_metrics({"time/train_s": state.elapsed, "train/epochs": epochs}, step=state.step)
     return PretrainSummary(
@@ -659,6 +712,7 @@ def pretrain(
         package=package,
         stopped_by=stopped_by,
         counts=corpus.counts(),
+        rank=world.rank,
     )
 
 
@@ -684,6 +738,23 @@ def _planned(recipe: PretrainRecipe, corpus: Corpus) -> int | None:
     return min(totals) if totals else None
 
 
+def _share(
+    ids: torch.Tensor, inputs: torch.Tensor, masked: torch.Tensor, world: distributed.World
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+    """This rank's rows of a batch (ids, inputs, masks) and its loss weight: its share of the
+    batch's masked tokens times the world size, so DDP's average over ranks is the one-process
+    mean over all masked tokens. In one process: the batch itself, weight None. A rank left
+    without a row (fewer sequences than ranks) runs the first one at weight 0: it must still join
+    the step's gradient average."""
+    if not world.active:
+        return ids, inputs, masked, None
+    rows = world.part(torch.arange(len(ids)))
+    if not len(rows):
+        return ids[:1], inputs[:1], torch.zeros_like(masked[:1]), 0.0
+    here = masked[rows]
+    return ids[rows], inputs[rows], here, float(here.sum()) * world.size / float(masked.sum())
+
+
 def _train(
     recipe: PretrainRecipe,
     model: LanguageModel,
@@ -698,8 +769,11 @@ def _train(
     """The step loop; returns what stopped it (steps, epochs, minutes). A signal checkpoints
     the last finished step before it unwinds (the run then ends KILLED)."""
     cfg = recipe.train
+    world = distributed.world()
+    forward = distributed.wrap(model, device)
     planned = _planned(recipe, corpus)
-    bar = tqdm(total=planned, initial=state.step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    show = cfg.progress and world.main
+    bar = tqdm(total=planned, initial=state.step, disable=not show, unit="step", dynamic_ncols=True)
     tally, window_tokens, window_start = Tally(), 0, time.perf_counter()
     model.train()
     try:
@@ -710,7 +784,7 @@ def _train(
             for index in range(state.batch, len(batches)):
                 if cfg.steps is not None and state.step >= cfg.steps:
                     return "steps"
-                if cfg.minutes is not None and state.elapsed >= cfg.minutes * 60:
+                if cfg.minutes is not None and world.decide(state.elapsed >= cfg.minutes * 60):
                     return "minutes"
                 tracker.phase(f"step {state.step + 1} (epoch {state.epoch + 1})")
                 t0 = time.perf_counter()
@@ -729,17 +803,21 @@ def _train(
                         state.step, cfg.warmup_steps, cfg.steps or 0, cfg.schedule, cfg.min_lr / cfg.lr
                     )
                 if masked.any():
+                    mine, inputs, masked, weight = _share(ids, inputs, masked, world)
                     inputs = inputs.to(device)
-                    _, logits = model(inputs, language_models.context_batch(model, inputs))
+                    _, logits = forward(inputs, language_models.context_batch(model, inputs))
                     picked = logits[masked.to(device)]
-                    targets = ids[masked].to(device)
-                    loss = F.cross_entropy(picked.float(), targets)
+                    targets = mine[masked].to(device)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if len(targets):
+                        loss = F.cross_entropy(picked.float(), targets)
+                        with torch.no_grad():
+                            tally.add(picked.detach().cpu(), targets.cpu(), groups, float(loss))
+                    else:  # no masked token in this rank's share: it still joins the step
+                        loss = logits.sum() * 0.0
+                    (loss if weight is None else loss * weight).backward()
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    with torch.no_grad():
-                        tally.add(picked.detach().cpu(), targets.cpu(), groups, float(loss))
                 else:
                     loss = None
                 with tracking.deferred_signals():  # the step and its bookkeeping land together
@@ -751,9 +829,11 @@ def _train(
                     state.elapsed += time.perf_counter() - t0
                 window_tokens += real
                 bar.update(1)
-                if state.step % cfg.log_every == 0 and tally.count:
+                if state.step % cfg.log_every == 0:
+                    summed = tally.summed(groups)  # every rank joins, even one without a masked token
+                if state.step % cfg.log_every == 0 and summed.count:
                     seconds = time.perf_counter() - window_start
-                    row = tally.metrics("train") | {
+                    row = summed.metrics("train") | {
                         "train/lr": optimizer.param_groups[0]["lr"],
                         "train/tokens_per_s": window_tokens / max(seconds, 1e-9),
                         "train/tokens": state.tokens,

@@ -401,6 +401,16 @@ def stop_reason(stopping: EarlyStopping, cfg: TrainSection, windows_seen: int, s
     return ""
 
 
+def rank_share(train: Rows, index: torch.Tensor, world: distributed.World) -> tuple[torch.Tensor, float]:
+    """This rank's rows of a global batch (``Rows.parts``) and their weight. A batch with fewer
+    rows (or units) than ranks leaves some ranks without a share: they compute rank 0's at
+    weight 0, since every rank must join the step's gradient average. With one row or unit,
+    every rank then computes the same one, so synchronised batch statistics stay the batch's."""
+    shares = train.parts(index, world.size)
+    mine = shares[world.rank]
+    return (mine, 1.0) if len(mine) else (shares[0], 0.0)
+
+
 def infer_shared(
     model: ModelGraph, rows: Rows, device: torch.device, losses: list[tuple[float, Loss]] | None = None
 ) -> Inference:
@@ -499,10 +509,9 @@ def fit(
         total, seen = 0.0, 0
         for index in train.batches(order, cfg.batch_size, generator):
             rows = len(index)  # the global batch; under torchrun this rank trains on its share
+            weight = 1.0
             if world.active:
-                if rows < world.size:  # a share would be empty: every rank skips it alike
-                    continue
-                index = world.part(index)
+                index, weight = rank_share(train, index, world)
             batch = train.batch(index, device)
             with step_precision:
                 outputs = forward(batch.features, batch.mask, batch.task, batch.sites, batch.unit_task)
@@ -515,7 +524,7 @@ def fit(
             loss = combined_loss(losses, outputs, batch.labels)
             optimiser.zero_grad(set_to_none=True)
             if world.active:  # DDP averages over ranks: weight each by its share of the rows
-                (loss * (len(index) * world.size / rows)).backward()
+                (loss * (weight * len(index) * world.size / rows)).backward()
                 distributed.average_gradients(loss_params)
             else:
                 loss.backward()
@@ -524,7 +533,7 @@ def fit(
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
-            total += float(loss.detach()) * len(index)
+            total += float(loss.detach()) * len(index) * weight
             seen += rows
         result.windows_seen += seen
         (total,) = world.sum([total])

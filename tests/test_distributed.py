@@ -20,6 +20,7 @@ from ptmkit import recipe as recipes
 from ptmkit.run import run
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
 #: Two processes sum the same per-row gradients in another order (float32): the epochs' losses
 #: and the test scores agree to this (measured: 1e-7 on this recipe).
 TOLERANCE = 1e-5
@@ -123,6 +124,34 @@ def test_two_processes_train_as_one_and_only_rank_0_records(workdir: Path) -> No
     assert np.abs(one - two).max() <= TOLERANCE
 
 
+def test_protein_units_are_shared_whole_and_train_as_one(workdir: Path) -> None:
+    """Protein mode (K2's whole proteins in chunks): a batch's units are dealt to the ranks whole."""
+    db = workdir / "mlflow.db"
+    sets = [
+        "train.epochs=2",
+        "train.epoch_windows=2000",
+        "train.threads=1",
+        'model.nodes.trunk={"type": "cnn", "inputs": ["x"], "channels": 16, "dropout": 0.0}',
+        'model.nodes.heads={"type": "mlp_head", "inputs": ["trunk"], "pool": "none", "hidden": [8],'
+        ' "dropout": 0.0}',
+        f"tracking.uri=sqlite:///{db}",
+        "tracking.experiment=ddp-protein",
+    ]
+    recipe = ROOT / "experiments" / "k2-trunk-protein.yaml"
+    single = run(recipes.load(recipe, sets), data_root=Path(os.environ["PTMKIT_DATA"]), progress=False)
+    args = [a for s in sets for a in ("--set", s)]
+    done = _torchrun(["-m", "ptmkit", "run", str(recipe), "--quiet", *args], workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("ddp-protein").experiment_id])
+    (ddp,) = [r for r in runs if r.info.run_id != single.run_id]
+    for key in ("train/loss", "val/loss", "val/ap"):
+        one, two = _history(client, single.run_id, key), _history(client, ddp.info.run_id, key)
+        assert np.allclose(one, two, rtol=0, atol=TOLERANCE), (key, one, two)
+    first = client.get_run(single.run_id).data.metrics
+    assert ddp.data.metrics["train/windows_seen"] == first["train/windows_seen"]
+
+
 def test_batch_statistics_are_the_global_batch_s() -> None:
     done = _torchrun([str(HERE / "ddp" / "batchnorm.py")], HERE)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
@@ -159,3 +188,45 @@ def test_nproc_refuses_nonsense_before_starting_anything(workdir: Path) -> None:
     )
     assert done.returncode == 2 and "--nproc 0: give the number of processes" in done.stderr
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_two_process_pretraining_follows_the_one_process_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_ptm_mamba import RECIPE as LM_RECIPE
+    from test_ptm_mamba import _corpus
+
+    from ptmkit.cli import main
+
+    _corpus(tmp_path / "proteins.fasta")
+    (tmp_path / "lm.yaml").write_text(LM_RECIPE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "lm.yaml", "--out", "one", "--quiet"]) == 0
+    second = ["--set", "tracking.experiment=lm2"]
+    done = _torchrun(["-m", "ptmkit", "pretrain", "lm.yaml", "--out", "two", "--quiet", *second], tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.count("24 steps") == 1  # rank 0 reports
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (one,) = client.search_runs([client.get_experiment_by_name("lm").experiment_id])
+    (two,) = client.search_runs([client.get_experiment_by_name("lm2").experiment_id])  # rank 0's only
+    assert two.info.status == "FINISHED" and two.data.tags["ptmkit.world_size"] == "2"
+    for key in ("train/loss", "train/acc/all", "val/loss", "val/acc/ptm", "train/tokens"):
+        a, b = _history(client, one.info.run_id, key), _history(client, two.info.run_id, key)
+        assert len(a) == len(b) >= 3, key
+        assert np.allclose(a, b, rtol=0, atol=1e-4), (key, a, b)
+    assert (tmp_path / "two" / "language_model").is_dir()
+
+
+def test_commands_that_do_not_share_their_work_refuse_under_torchrun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ptmkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["sweep", "missing.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "error: rank 1 of 2: ptmkit sweep does not run under torchrun (WORLD_SIZE=2)" in err
+    assert "run, pretrain, predict, cache fill" in err
+    assert main(["cache", "info"]) == 2 and "ptmkit cache info does not run" in capsys.readouterr().err

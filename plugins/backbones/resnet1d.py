@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ptmkit.api import register
-from ptmkit.distributed import global_sum
+from ptmkit.distributed import global_sum, world
 from ptmkit.plugin_api import GraphModule, OddInt, PluginConfig
 
 
@@ -24,9 +24,12 @@ class MaskedBatchNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if self.training:
-            count = global_sum(keep.sum())
-            mean = global_sum((x * keep).sum((0, 1))) / count.clamp(min=1)
-            var = global_sum(((x - mean).pow(2) * keep).sum((0, 1))) / count.clamp(min=1)
+            if world().active:
+                count, mean, var = self._global_statistics(x, keep)
+            else:
+                count = keep.sum()
+                mean = (x * keep).sum((0, 1)) / count.clamp(min=1)
+                var = ((x - mean).pow(2) * keep).sum((0, 1)) / count.clamp(min=1)
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 unbiased = var * count / (count - 1).clamp(min=1)
@@ -35,6 +38,22 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         else:
             mean, var = self.running_mean, self.running_var
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+    @staticmethod
+    def _global_statistics(
+        x: torch.Tensor, keep: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Count, mean and variance of the real residues of every rank's batch, from one
+        differentiable sum over ranks of (count, sum, sum of squares) in float64 (one collective
+        per layer each way: on a slow link the count of collectives is the cost)."""
+        k = keep.to(torch.float64)
+        x64 = x.to(torch.float64)
+        sums = global_sum(torch.cat([k.sum().view(1), (x64 * k).sum((0, 1)), (x64 * x64 * k).sum((0, 1))]))
+        channels = x.shape[-1]
+        count = sums[0].clamp(min=1)
+        mean = sums[1 : 1 + channels] / count
+        var = (sums[1 + channels :] / count - mean * mean).clamp(min=0)
+        return sums[0].to(x.dtype), mean.to(x.dtype), var.to(x.dtype)
 
 
 class _LayerNorm(nn.LayerNorm):
