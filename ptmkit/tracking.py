@@ -104,7 +104,15 @@ def _owned(path: Path) -> bool:
 
 
 def normalise_uri(uri: str) -> str:
-    """A plain path to a file (``--uri runs/mlflow.db``) means that sqlite file."""
+    """A plain path to a file (``--uri runs/mlflow.db``) means that sqlite file; a relative
+    sqlite path (``sqlite:///mlflow.db``) is made absolute from the working folder. MLflow keeps
+    one store per URI string in a process, so a relative URI would otherwise keep writing to the
+    first folder it was used in after the process moved to another."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        rest, sep, query = uri.removeprefix("sqlite:///").partition("?")
+        if rest and rest != ":memory:":
+            return f"sqlite:///{Path(rest).expanduser().resolve()}{sep}{query}"
+        return uri
     if "://" in uri or uri.startswith(("databricks", "file:")):
         return uri
     path = Path(uri).expanduser()

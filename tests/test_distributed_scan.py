@@ -28,11 +28,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    done = subprocess.run(
-        [*command, "-m", "ptmkit", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
-    )
+def _ptmkit(args: list[str], cwd: Path, *, nproc: int = 1) -> subprocess.CompletedProcess:
+    """``python -m ptmkit ARGS``, or under ``torchrun`` with ``nproc`` processes; must succeed."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command = [*(launch if nproc > 1 else [sys.executable]), "-m", "ptmkit", *args]
+    done = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done
 
@@ -85,20 +85,12 @@ tracking: {{experiment: scan}}
 
 def test_sharded_cache_fill_is_read_by_one_process_without_recomputing(scan_env: dict) -> None:
     work, fasta, recipe = scan_env["work"], scan_env["fasta"], scan_env["recipe"]
-    done = _torchrun(["cache", "fill", str(recipe), str(fasta), "--quiet"], work)
+    done = _ptmkit(["cache", "fill", str(recipe), str(fasta), "--quiet"], work, nproc=2)
     assert done.stdout.count("23 proteins (23 distinct sequences) by 2 processes") == 1  # rank 0 reports
     assert "esm: 23 embedded now, 0 already cached" in done.stdout
     assert "keep no cache (nothing to fill): onehot" in done.stdout
 
-    again = subprocess.run(
-        [sys.executable, "-m", "ptmkit", "cache", "fill", str(recipe), str(fasta), "--quiet"],
-        cwd=work,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = _ptmkit(["cache", "fill", str(recipe), str(fasta), "--quiet"], work)
     assert "esm: 0 embedded now, 23 already cached" in again.stdout
 
     # one process scanning the proteins reads every embedding and never loads the model
@@ -110,28 +102,9 @@ def test_sharded_cache_fill_is_read_by_one_process_without_recomputing(scan_env:
 def test_sharded_predict_writes_the_table_of_one_process(scan_env: dict) -> None:
     work, fasta, run_id = scan_env["work"], scan_env["fasta"], scan_env["run"]
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    one = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ptmkit",
-            "predict",
-            run_id,
-            str(fasta),
-            "-o",
-            "single.tsv",
-            "--uri",
-            uri,
-            "--quiet",
-        ],
-        cwd=work,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
-    done = _torchrun(["predict", run_id, str(fasta), "-o", "sharded.tsv", "--uri", uri, "--quiet"], work)
+    _ptmkit(["predict", run_id, str(fasta), "-o", "single.tsv", "--uri", uri, "--quiet"], work)
+    sharded_args = ["predict", run_id, str(fasta), "-o", "sharded.tsv", "--uri", uri, "--quiet"]
+    done = _ptmkit(sharded_args, work, nproc=2)
     assert done.stdout.count("sites") >= 1 and "error" not in done.stderr.lower()
 
     single, sharded = work / "single.tsv", work / "sharded.tsv"

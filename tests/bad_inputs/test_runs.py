@@ -474,6 +474,29 @@ def test_store_precedence(tmp_path, monkeypatch, uri, env, project, expected, or
     assert store.uri == expected.format(t=t) and origin in store.origin
 
 
+def test_a_relative_sqlite_uri_is_the_working_folder_s_wherever_the_process_goes(
+    tmp_path, monkeypatch, data_root
+):
+    # MLflow keeps one store per URI string in a process: a relative URI must be made absolute,
+    # or a second run from another folder would write to the first folder's database
+    monkeypatch.setenv("PTMKIT_DATA", str(data_root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        assert tracking.resolve_store("sqlite:///mlflow.db?timeout=5").uri == (
+            f"sqlite:///{folder.resolve() / 'mlflow.db'}?timeout=5"
+        )
+        relative = TINY.replace("tracking: {", 'tracking: {uri: "sqlite:///mlflow.db", ')
+        (folder / "tiny.yaml").write_text(relative)
+        assert main(["run", "tiny.yaml", "--quiet"]) == 0
+    for name in ("first", "second"):
+        client = MlflowClient(f"sqlite:///{tmp_path / name / 'mlflow.db'}")
+        assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1, name
+    assert tracking.normalise_uri("sqlite:///:memory:") == "sqlite:///:memory:"
+
+
 def test_the_walk_up_stops_at_a_ceiling(tmp_path, monkeypatch):
     (tmp_path / "mlflow.db").write_bytes(b"")
     (tmp_path / "a" / "b").mkdir(parents=True)
