@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import PtmkitError
+from .errors import PtmkitError, Terminated
 
 #: Environment variables torchrun sets for every worker.
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -154,7 +154,8 @@ def local_device(name: str) -> torch.device:
 def joined(device_name: str = "cpu") -> Iterator[World]:
     """Join the job's process group for the block (nothing outside torchrun), and leave it after.
 
-    An exception on this rank is recorded for rank 0 (:func:`peer_failure`) before it propagates.
+    An exception on this rank is recorded for rank 0 (:func:`peer_failure`) before it propagates
+    (a signal is not: it reached every rank, and the run ends KILLED).
     Nested use (a run inside a command that already joined) reuses the group.
     """
     global _WORLD, _STORE
@@ -173,6 +174,8 @@ def joined(device_name: str = "cpu") -> Iterator[World]:
     _WORLD = World(rank, size, int(os.environ["LOCAL_RANK"]), backend)
     try:
         yield _WORLD
+    except (KeyboardInterrupt, Terminated):  # a signal to the job, not this rank's failure:
+        raise  # rank 0 ends the run KILLED
     except BaseException as exc:
         record_failure(exc)
         raise

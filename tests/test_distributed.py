@@ -5,14 +5,15 @@ result twice for one seed, global batch statistics, and a raising rank failing t
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from ptmkit import distributed
@@ -81,6 +82,7 @@ def test_shares_and_balanced_shares_in_one_process_and_many() -> None:
     assert distributed.my_share(costs, one) == list(range(len(costs)))
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_and_only_rank_0_records(workdir: Path) -> None:
     db = workdir / "mlflow.db"
     path = workdir / "ddp.yaml"
@@ -124,6 +126,7 @@ def test_two_processes_train_as_one_and_only_rank_0_records(workdir: Path) -> No
     assert np.abs(one - two).max() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_protein_units_are_shared_whole_and_train_as_one(workdir: Path) -> None:
     """Protein mode (K2's whole proteins in chunks): a batch's units are dealt to the ranks whole."""
     db = workdir / "mlflow.db"
@@ -152,12 +155,14 @@ def test_protein_units_are_shared_whole_and_train_as_one(workdir: Path) -> None:
     assert ddp.data.metrics["train/windows_seen"] == first["train/windows_seen"]
 
 
+@pytest.mark.slow
 def test_batch_statistics_are_the_global_batch_s() -> None:
     done = _torchrun([str(HERE / "ddp" / "batchnorm.py")], HERE)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert done.stdout.count("statistics match") == 2
 
 
+@pytest.mark.slow
 def test_a_raising_rank_fails_the_run_with_that_rank_s_error(workdir: Path) -> None:
     db = workdir / "mlflow.db"
     path = workdir / "fault.yaml"
@@ -174,7 +179,7 @@ def test_a_raising_rank_fails_the_run_with_that_rank_s_error(workdir: Path) -> N
     assert len(_history(client, failed.info.run_id, "val/loss")) == 1  # epoch 1 was logged
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
+@pytest.mark.slow
 def test_nproc_refuses_nonsense_before_starting_anything(workdir: Path) -> None:
     path = workdir / "ddp.yaml"
     path.write_text(RECIPE.format(loss="bce", db=workdir / "mlflow.db"))
@@ -190,6 +195,7 @@ def test_nproc_refuses_nonsense_before_starting_anything(workdir: Path) -> None:
     assert not (workdir / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_two_process_pretraining_follows_the_one_process_curves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,3 +236,33 @@ def test_commands_that_do_not_share_their_work_refuse_under_torchrun(
     assert "error: rank 1 of 2: ptmkit sweep does not run under torchrun (WORLD_SIZE=2)" in err
     assert "run, pretrain, predict, cache fill" in err
     assert main(["cache", "info"]) == 2 and "ptmkit cache info does not run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_job_ends_the_run_killed_not_failed(workdir: Path) -> None:
+    db = workdir / "mlflow.db"
+    path = workdir / "long.yaml"
+    path.write_text(RECIPE.format(loss="bce", db=db).replace("epochs: 3", "epochs: 500\n  patience: 1000"))
+    command = [sys.executable, "-m", "ptmkit", "run", str(path), "--quiet", "--nproc", "2"]
+    job = subprocess.Popen(
+        command, cwd=workdir, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        client = MlflowClient(f"sqlite:///{db}")
+        while time.monotonic() < deadline:  # wait until rank 0 has logged an epoch
+            time.sleep(1)
+            experiment = db.exists() and client.get_experiment_by_name("ddp")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "val/loss"):
+                break
+        else:
+            pytest.fail("the job logged no epoch")
+        job.send_signal(signal.SIGTERM)  # to torchrun itself: --nproc became it (exec)
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    (killed,) = client.search_runs([experiment.experiment_id])
+    assert killed.info.status == "KILLED", killed.data.tags.get("ptmkit.error")
+    assert killed.data.tags["ptmkit.error"].startswith("terminated by SIGTERM during epoch")

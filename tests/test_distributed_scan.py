@@ -22,6 +22,7 @@ from ptmkit.predict import predict_file
 from ptmkit.testing import save_tiny_esm2
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
+pytestmark = pytest.mark.slow  # trainings and torchrun jobs
 
 
 def _env() -> dict[str, str]:
