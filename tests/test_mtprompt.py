@@ -23,6 +23,8 @@ pytest.importorskip("peft")
 from ptmkit.cli import main  # noqa: E402
 from ptmkit.testing import save_tiny_esm2  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains teachers and a student end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 LITE = ROOT / "experiments/mtprompt-lite.yaml"
 

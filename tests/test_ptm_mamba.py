@@ -252,6 +252,7 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_pretrain_resumes_after_sigint_in_the_same_run_and_ends_where_an_uninterrupted_run_ends(
     lm_dir: Path,
 ) -> None:

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # real mlflow servers and trainings
+
 ROOT = Path(__file__).parents[1]
 CLI = "import sys; from ptmkit.cli import main; sys.exit(main())"
 

@@ -474,6 +474,7 @@ def test_store_precedence(tmp_path, monkeypatch, uri, env, project, expected, or
     assert store.uri == expected.format(t=t) and origin in store.origin
 
 
+@pytest.mark.slow
 def test_a_relative_sqlite_uri_is_the_working_folder_s_wherever_the_process_goes(
     tmp_path, monkeypatch, data_root
 ):
