@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .table import render
 
     recipe = recipes.load(args.recipe, args.set)  # a recipe error is one line, before any rank starts
-    if args.nproc is not None:
+    if args.nproc is not None and args.nproc != 1:  # one process runs here, in this one
         launch_ranks(args.nproc, _without_nproc(args.argv))  # does not return
     summary = run(recipe, data_root=resolve_data_root(args.data_root), progress=not args.quiet)
     if summary.rank:  # another rank of a torchrun job: rank 0 reports
@@ -153,8 +153,6 @@ def launch_ranks(nproc: int, command: list[str]) -> NoReturn:
         raise PtmkitError(f"--nproc {nproc}: give the number of processes (1 or more)")
     if launched():
         raise PtmkitError("--nproc inside a torchrun job: give the process count to torchrun only")
-    if nproc == 1:
-        os.execv(sys.executable, [sys.executable, "-m", "ptmkit", *command])
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]

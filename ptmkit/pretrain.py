@@ -57,7 +57,7 @@ from .recipe import (
 from .registry import Registry
 from .sitetable import SiteTable
 from .trackers import MlflowTracker, NullTracker, Tracker
-from .train import lr_factor, pick_device, save_atomic
+from .train import lr_factor, save_atomic
 
 TOP_LEVEL = ("name", "requires", "data", "model", "context", "masking", "train", "tracking")
 STATE = "state.pt"
@@ -616,7 +616,7 @@ def _pretrain(
         raise PtmkitError(f"--resume: no checkpoint at {state_path}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = distributed.local_device(cfg.device) if world.active else pick_device(cfg.device)
+    device = distributed.local_device(cfg.device)  # pick_device, and a rank's own GPU under torchrun
     torch.manual_seed(cfg.seed)
     model: LanguageModel = recipe.model.build().to(device)
     if recipe.context is not None:

@@ -459,7 +459,7 @@ def fit(
     if tasks and (train.task is None or valid.task is None):
         raise PtmkitError("fit with tasks needs each row's task index (ptmkit.inference.encode(tasks=...))")
     world = distributed.world()
-    device = distributed.local_device(cfg.device) if world.active else pick_device(cfg.device)
+    device = distributed.local_device(cfg.device)  # pick_device, and a rank's own GPU under torchrun
     progress = progress and world.main
     model.to(device)
     for _, loss in losses:
